@@ -31,32 +31,71 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _cli_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task)
+
+
 def _study(config, plan_values) -> None:
     from ptyopt.study.runner import run_study
 
-    study = run_study(config, plan_values)
+    if config.study.arms:
+        from ptyopt.study.arms import arms_of
+
+        for arm in arms_of(config, _cli_overrides()):  # every arm validated before any runs
+            _summarise(run_study(arm.config, arm.plan_values), arm.config)
+    else:
+        _summarise(run_study(config, plan_values), config)
+    print("  report: " + " ".join(["python -m ptyopt report", *sys.argv[1:]]))
+
+
+def _summarise(study, config) -> None:
     states = [t.state.name for t in study.trials]
     print(f"study {config.study.name}: " + ", ".join(f"{states.count(s)} {s.lower()}" for s in sorted(set(states))))
     if len(study.directions) == 1 and any(s == "COMPLETE" for s in states):
         best = study.best_trial
         print(f"  best trial {best.number}: {config.objective.metrics[0]} = {best.value:.4g} with {best.params}")
-    print(f"  report: python -m ptyopt report study={config.study.name}")
 
 
 def _report(config, plan_values) -> None:
+    from ptyopt.paths import reports_dir
+    from ptyopt.study.report import write_study_report
+
+    command = " ".join(["python -m ptyopt report", *sys.argv[1:]])
+    out_dir = reports_dir() / config.study.name
+    if config.study.arms:
+        from ptyopt.study.arms import arms_of
+        from ptyopt.study.comparison import ArmResult, write_comparison_report
+
+        results = [ArmResult(arm, _load_study(arm.config, required=False)) for arm in arms_of(config, _cli_overrides())]
+        if not any(r.study for r in results):
+            raise ConfigError(f"study.name: no arm of {config.study.name!r} has been run; run python -m ptyopt study={config.study.name} first")
+        written = write_comparison_report(config.study.name, results, out_dir, command)
+    else:
+        written = write_study_report(_load_study(config, required=True), out_dir, command)
+    print(f"wrote {len(written)} files to {out_dir}")
+
+
+def _load_study(config, required: bool):
+    """The study's storage entry; ``None`` (or a ConfigError if ``required``) when it has not been run."""
     import optuna
 
-    from ptyopt.paths import reports_dir
     from ptyopt.study.components import make_storage
-    from ptyopt.study.report import write_study_report
     from ptyopt.study.runner import study_dir
 
     folder = study_dir(config.study.name)
-    if not folder.exists():
-        raise ConfigError(f"study.name: no study {config.study.name!r} under {folder.parent}; run it first")
-    study = optuna.load_study(study_name=config.study.name, storage=make_storage(config.storage, folder))
-    written = write_study_report(study, reports_dir() / config.study.name, " ".join(["python -m ptyopt report", *sys.argv[1:]]))
-    print(f"wrote {len(written)} files to {reports_dir() / config.study.name}")
+    missing = f"study.name: no study {config.study.name!r} under {folder.parent}; run it first"
+    if not folder.exists() and config.storage.kind != "postgres":
+        if required:
+            raise ConfigError(missing)
+        return None
+    try:
+        return optuna.load_study(study_name=config.study.name, storage=make_storage(config.storage, folder))
+    except KeyError:
+        if required:
+            raise ConfigError(missing) from None
+        return None
 
 
 def _reconstruct(config, plan_values) -> None:

@@ -112,12 +112,16 @@ def test_command_line_errors_are_one_paragraph(home):
 
 
 def test_shipped_studies_are_valid():
-    names = sorted(p.stem for p in (conf_dir() / "study").glob("*.yaml"))
-    assert {"quickstart", "epie_quickstart", "lsqml_bench", "gradient_bench"} <= set(names)
+    """Every study config validates; a top-level one is named after its file and has a
+    search space or arms; member studies (sub-folders) are chosen by arms."""
+    folder = conf_dir() / "study"
+    names = sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
+    assert {"quickstart", "epie_quickstart", "lsqml_bench", "gradient_bench", "regularization_impact", "engine_comparison", "schedule_comparison", "tune/gradient"} <= set(names)
     for name in names:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             config, _ = validate(compose("config", overrides=[f"study={name}"]))
-        assert config.study.name == name and config.study.search_space
+        if "/" not in name:
+            assert config.study.name == name and bool(config.study.search_space) != bool(config.study.arms)
 
 
 def test_multi_objective_study_on_sqlite(home):
@@ -137,3 +141,14 @@ def test_help_and_cfg_job_from_any_directory(tmp_path):
     assert shown.returncode == 0 and "kind: lsqml" in shown.stdout and "n_trials: 50" in shown.stdout
     helped = subprocess.run([sys.executable, "-m", "ptyopt", "--help"], **run)
     assert helped.returncode == 0 and "study: epie_quickstart" in helped.stdout and "report" in helped.stdout
+
+
+def test_grid_study_runs_its_whole_grid(home):
+    """Every grid point runs once (the per-ask reseeding must not reshuffle the grid),
+    and the study ends when the grid is exhausted (Optuna calls ``study.stop()``,
+    which raises outside ``optimize``)."""
+    space = f"+study.search_space={{{LR}: {{type: categorical, choices: [0.003, 0.01, 0.03, 0.1, 0.3]}}}}"
+    cfg = composed("study.name=grid", "study.n_trials=5", "sampler=grid", "pruner=none", "~study.baseline_trials", "~study.search_space", space, "plan.engines.0.iterations=2")
+    study = run_study(*validate(cfg), progress=False)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 5
+    assert sorted(t.params[LR] for t in study.trials) == [0.003, 0.01, 0.03, 0.1, 0.3]  # each point once

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import os
 import platform
 import shlex
@@ -15,11 +16,12 @@ import pandas as pd
 
 
 def environment_lines() -> list[str]:
-    """Markdown bullet lines: date, machine, JAX version and devices, XLA_FLAGS."""
+    """Markdown bullet lines: date, machine, versions, JAX devices, XLA_FLAGS."""
+    versions = ", ".join(f"{name} {importlib.metadata.version(name)}" for name in ("ptyopt", "optax", "optuna", "abtem", "numpy"))
     return [
         f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- machine: {platform.processor() or platform.machine()}, os.cpu_count() = {os.cpu_count()}",
-        f"- jax {jax.__version__}, devices {jax.devices()}",
+        f"- machine: {platform.processor() or platform.machine()}, os.cpu_count() = {os.cpu_count()}, Python {platform.python_version()}",
+        f"- jax {jax.__version__}, devices {jax.devices()}; {versions}",
         f"- XLA_FLAGS: `{os.environ.get('XLA_FLAGS', '')}`",
     ]
 

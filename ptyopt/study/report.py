@@ -181,7 +181,7 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 # --- figures ---------------------------------------------------------------------------
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     """Render ``fig`` with the Agg backend (no display) to ``path``."""
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=_DPI, bbox_inches="tight")
@@ -215,7 +215,7 @@ def plot_history(study: optuna.Study, columns: Columns, path: Path) -> Path:
     axes[-1].set_xlabel("trial number")
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"history of {study.study_name}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def varied_params(trials: Sequence[FrozenTrial]) -> list[str]:
@@ -258,7 +258,7 @@ def plot_importances(study: optuna.Study, columns: Columns, path: Path) -> Path:
         ordered = sorted(values.items(), key=lambda item: item[1])
         ax.barh([columns.params[p] for p, _ in ordered], [v for _, v in ordered])
         ax.set_xlabel(f"importance for {name}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pareto(study: optuna.Study, columns: Columns, path: Path) -> Path:
@@ -278,7 +278,7 @@ def plot_pareto(study: optuna.Study, columns: Columns, path: Path) -> Path:
     ax.set_xlabel(f"{columns.objectives[0]} ({study.directions[0].name.lower()})")
     ax.set_ylabel(f"{columns.objectives[1]} ({study.directions[1].name.lower()})")
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 @dataclass(frozen=True)
@@ -345,7 +345,7 @@ def plot_best_reconstruction(study: optuna.Study, columns: Columns, path: Path) 
         ax.set_xlabel("x [Å]")
         ax.set_ylabel("y [Å]")
     fig.suptitle(f"trial {images.number}: field of view, offset and ramp removed, NRMSE {images.nrmse:.4g}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 #: File name, heading and drawing function of every figure, in report order.

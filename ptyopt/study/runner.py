@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import resource
 import socket
 import statistics
 import threading
@@ -64,26 +65,39 @@ def score_metrics(state_object: np.ndarray, dataset: PtychoDataset, measurements
     return metrics.score_object(np.asarray(state_object), dataset.ground_truth, measurements.geometry).scalars()
 
 
-class PruningReporter:
-    """Observer: every ``every`` iterations (over the whole plan) reports ``metric`` of
-    the current state as the trial's intermediate value and prunes if told to (single-
-    objective studies only: Optuna takes no intermediate values otherwise)."""
+#: Scores kept in a trial's convergence curve (user attribute ``curve``).
+CURVE_METRICS = ("nrmse", "ssim", "frc_resolution_A")
 
-    def __init__(self, trial: optuna.Trial, metric: str, every: int, dataset: PtychoDataset, measurements: Measurements):
+
+class ConvergenceReporter:
+    """Observer: every ``every`` iterations (over the whole plan) scores the current
+    state and appends it to :attr:`curve` (``iteration``, reconstruction ``seconds``
+    so far, and :data:`CURVE_METRICS`); in single-objective studies (``metric`` set)
+    it also reports that metric as the trial's intermediate value and prunes if told to."""
+
+    def __init__(self, trial: optuna.Trial, metric: str | None, every: int, dataset: PtychoDataset, measurements: Measurements):
         self.trial, self.metric, self.every = trial, metric, every
         self.dataset, self.measurements = dataset, measurements
         self.seconds = 0.0  # spent scoring, not reconstructing
+        self.started = time.perf_counter()
+        self.curve: dict[str, list[float]] = {"iteration": [], "seconds": [], **{name: [] for name in CURVE_METRICS}}
 
     def __call__(self, report: IterationReport) -> None:
         step = report.state.iterations_done
         if step % self.every:
             return
-        started = time.perf_counter()
-        self.trial.report(score_metrics(report.state.object, self.dataset, self.measurements)[self.metric], step)
-        self.seconds += time.perf_counter() - started
-        if self.trial.should_prune():
-            self.trial.set_user_attr("pruned_at", step)
-            raise optuna.TrialPruned(f"pruned at iteration {step}")
+        scoring_started = time.perf_counter()
+        scores = score_metrics(report.state.object, self.dataset, self.measurements)
+        self.curve["iteration"].append(step)
+        self.curve["seconds"].append(scoring_started - self.started - self.seconds)
+        for name in CURVE_METRICS:
+            self.curve[name].append(scores[name])
+        self.seconds += time.perf_counter() - scoring_started
+        if self.metric in scores:
+            self.trial.report(scores[self.metric], step)
+            if self.trial.should_prune():
+                self.trial.set_user_attr("pruned_at", step)
+                raise optuna.TrialPruned(f"pruned at iteration {step}")
 
 
 @dataclass
@@ -111,13 +125,15 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
         (first_iterations if report.iteration == 0 else other_iterations).append(report.seconds)
 
     objective = work.config.objective.metrics
-    reporter = PruningReporter(trial, objective[0], work.config.study.score_every, work.dataset, work.measurements)
-    observers = [timing, reporter] if len(objective) == 1 else [timing]
+    reporter = ConvergenceReporter(trial, objective[0] if len(objective) == 1 else None, work.config.study.score_every, work.dataset, work.measurements)
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
     trial.set_user_attr("trial_dir", str(trial_dir(work.folder, trial.number)))
     reconstruction_started = time.perf_counter()
-    state = run_plan(plan, work.measurements, observers=observers)
+    try:
+        state = run_plan(plan, work.measurements, observers=[timing, reporter])
+    finally:  # pruned and diverged trials keep their curve so far
+        trial.set_user_attr("curve", reporter.curve)
     reconstruction_s = time.perf_counter() - reconstruction_started - reporter.seconds
     scores = score_metrics(state.object, work.dataset, work.measurements)
     scores["seconds"] = reconstruction_s
@@ -129,6 +145,8 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     trial.set_user_attr("reconstruction_s", reconstruction_s)
     trial.set_user_attr("intermediate_scoring_s", reporter.seconds)
     trial.set_user_attr("compile_time_s", compile_s)
+    trial.set_user_attr("seconds_per_iteration", typical)
+    trial.set_user_attr("peak_rss_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # the process's peak so far
     trial.set_user_attr("wall_time_s", time.perf_counter() - started)
     return [scores[name] for name in objective]
 
@@ -238,6 +256,8 @@ def _ask_within_budget(study: optuna.Study, config: StudyConfig, folder: Path) -
         if _counted(study) >= config.study.n_trials:
             return None
         seed = int(np.random.SeedSequence([config.study.seed, len(study.get_trials(deepcopy=False))]).generate_state(1)[0])
+        if config.sampler.name == "grid":  # its seed fixes the order of the grid points, which all asks must share
+            seed = config.study.seed
         study.sampler = make_sampler(config.sampler, config.study.search_space, seed)
         with warnings.catch_warnings():  # ptyopt records heartbeats itself under ask/tell
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
@@ -279,13 +299,14 @@ def run_study(config: StudyConfig, plan_values: dict, progress: bool = True) -> 
         try:
             with heartbeat(study, trial):
                 values = run_trial(trial, work)
-            study.tell(trial, values)
         except optuna.TrialPruned:
-            study.tell(trial, state=State.PRUNED)
+            _tell(study, trial, state=State.PRUNED)
         except DivergenceError as err:
             _fail(study, trial, str(err))
         except Exception as err:  # a trial's failure must not end the study
             _fail(study, trial, f"{type(err).__name__}: {err}", traceback.format_exc(limit=3))
+        else:
+            _tell(study, trial, values)
         bar.n = min(_counted(study), budget)
         bar.set_postfix(_best_so_far(study), refresh=False)
         bar.update(0)
@@ -293,11 +314,22 @@ def run_study(config: StudyConfig, plan_values: dict, progress: bool = True) -> 
     return study
 
 
+def _tell(study: optuna.Study, trial: optuna.Trial, values: list[float] | None = None, state: State | None = None) -> None:
+    """``study.tell``; the grid sampler calls ``study.stop()`` once its grid is
+    exhausted, which raises outside ``study.optimize`` after the trial was recorded:
+    the budget ends the study instead."""
+    try:
+        study.tell(trial, values, state=state)
+    except RuntimeError as err:
+        if "Study.stop" not in str(err):
+            raise
+
+
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str, details: str | None = None) -> None:
     trial.set_user_attr("fail_reason", reason)
     if details:
         trial.set_user_attr("fail_traceback", details[-2000:])
-    study.tell(trial, state=State.FAIL)
+    _tell(study, trial, state=State.FAIL)
 
 
 def _best_so_far(study: optuna.Study) -> dict[str, Any]:

@@ -42,6 +42,7 @@ class StudySettings:
     score_every: int = 5
     search_space: dict[str, Any] = field(default_factory=dict)
     baseline_trials: list[Any] = field(default_factory=list)
+    arms: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -162,6 +163,15 @@ def _check_parameter(path: str, spec: Any) -> None:
         _require(all(float(spec[b]).is_integer() for b in ("low", "high")), key, "low and high of an int parameter must be integers")
 
 
+def _check_arms(s: StudySettings) -> None:
+    for arm, overrides in s.arms.items():
+        key = f"study.arms.{arm}"
+        _require(str(arm).replace("-", "").replace("_", "").isalnum(), key, "arm names use letters, digits, '-' and '_'")
+        _require(isinstance(overrides, list) and overrides and all(isinstance(o, str) and "=" in o for o in overrides), key, f"must be a non-empty list of Hydra overrides such as 'study=tune/gradient', got {overrides!r}")
+        _require(any(o.startswith("study=") for o in overrides), key, "must choose its member study with 'study=<name>'")
+    _require(not (s.arms and (s.search_space or s.baseline_trials)), "study.search_space", "a study with arms has no search space of its own; each arm's member study declares one")
+
+
 def validate(values: DictConfig) -> tuple[StudyConfig, dict]:
     """Typed, validated configuration and the plan as a plain dict (base for trials)."""
     config = to_dataclass(StudyConfig, values)
@@ -172,6 +182,7 @@ def validate(values: DictConfig) -> tuple[StudyConfig, dict]:
     _require(s.name.replace("-", "").replace("_", "").isalnum(), "study.name", f"use letters, digits, '-' and '_', got {s.name!r}")
     _require(s.n_trials >= 1, "study.n_trials", f"must be >= 1, got {s.n_trials}")
     _require(s.score_every >= 1, "study.score_every", f"must be >= 1, got {s.score_every}")
+    _check_arms(s)
     for path, spec in s.search_space.items():
         _check_parameter(path, spec)
         first = spec["choices"][0] if spec["type"] == "categorical" else spec["low"]

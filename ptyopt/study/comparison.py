@@ -1,0 +1,395 @@
+"""Report of a comparison study (``study.arms``) in ``reports/<study>/``, read from the
+arms' study storage:
+
+- ``arms.csv`` / ``arms.md``: one row per arm (dataset, dose, engines, trial counts, the
+  best trial's NRMSE, MSE, SSIM and FRC resolution, the iterations and reconstruction
+  seconds its curve took to come within 2% of its final NRMSE; timing: median seconds
+  per iteration and compile seconds of its complete trials, the worker's peak resident
+  memory, median wall time per trial, trials per hour; the best trial's tuned parameters);
+- ``best_nrmse.md``: best NRMSE pivoted engine × dataset/dose when arms differ in both;
+- ``convergence.png``: each arm's best curve (NRMSE vs iteration and vs seconds);
+- one-parameter grid arms (sweeps): ``sweeps.csv`` / ``sweeps.md`` (per value: final
+  and minimum NRMSE, iterations to the sweep's threshold) and ``sweep_<arm>.png``;
+  the findings of the phaser paper (§IV.2) tested on them;
+- two-parameter grid arms: ``grid_<arm>.png`` (final NRMSE map) and its table;
+- ``summary.md`` with everything above and the regenerating command.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from matplotlib.figure import Figure
+from optuna.trial import FrozenTrial, TrialState
+
+from ptyopt.benchmarks.report import environment_lines
+from ptyopt.study.arms import Arm
+from ptyopt.study.report import markdown_table, save_figure, short_names
+
+#: A curve has reached its final NRMSE once it is within this factor of it.
+REACHED = 1.02
+#: A sweep's convergence threshold: this factor times the lowest NRMSE any value reached.
+SWEEP_THRESHOLD = 1.2
+#: phaser's findings (§IV.2) by parameter path suffix: "rate" (changes mainly the
+#: convergence rate: moderate values fastest, too large prevents convergence) or
+#: "quality" (changes mainly the final error, with an interior optimum).
+PHASER_FINDINGS = {
+    "noise.epsilon": "rate",
+    "layer_tikhonov.weight": "rate",
+    "object_l2.weight": "quality",
+    "object_tikhonov.weight": "quality",
+}
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    """An arm and its study (``None`` when it has not been run)."""
+
+    arm: Arm
+    study: optuna.Study | None
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return [] if self.study is None else sorted(self.study.get_trials(deepcopy=False), key=lambda t: t.number)
+
+    @property
+    def complete(self) -> list[FrozenTrial]:
+        return [t for t in self.trials if t.state == TrialState.COMPLETE and t.values and math.isfinite(t.values[0])]
+
+    def best(self) -> FrozenTrial | None:
+        done = self.complete
+        if not done:
+            return None
+        sign = 1.0 if self.study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1.0
+        return min(done, key=lambda t: sign * t.values[0])
+
+
+def curve(trial: FrozenTrial) -> pd.DataFrame:
+    """The trial's convergence curve (iteration, seconds, nrmse, …); empty when missing."""
+    values = trial.user_attrs.get("curve")
+    return pd.DataFrame(values) if isinstance(values, dict) and values.get("iteration") else pd.DataFrame(columns=["iteration", "seconds", "nrmse"])
+
+
+def time_to_final(trial: FrozenTrial) -> tuple[float, float]:
+    """(iterations, reconstruction seconds) until the curve first comes within
+    :data:`REACHED` of its last NRMSE; NaN without a curve."""
+    c = curve(trial)
+    if c.empty:
+        return math.nan, math.nan
+    reached = c[c["nrmse"] <= REACHED * c["nrmse"].iloc[-1]].iloc[0]
+    return float(reached["iteration"]), float(reached["seconds"])
+
+
+def _plan_kinds(arm: Arm) -> str:
+    return " → ".join(engine["kind"] for engine in arm.plan_values["engines"])
+
+
+def arms_table(results: Sequence[ArmResult]) -> pd.DataFrame:
+    """One row per arm (see module docstring)."""
+    rows = []
+    for result in results:
+        arm, best = result.arm, result.best()
+        states = [t.state for t in result.trials]
+        metrics = best.user_attrs.get("metrics", {}) if best else {}
+        iterations, seconds = time_to_final(best) if best else (math.nan, math.nan)
+        walls = [t.user_attrs["wall_time_s"] for t in result.trials if "wall_time_s" in t.user_attrs]
+        finished = [t for t in result.trials if t.datetime_start and t.datetime_complete]
+        span_h = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds() / 3600 if finished else 0.0
+        params = short_names(best.params) if best else {}
+        rows.append({
+            "arm": arm.name,
+            "dataset": arm.config.dataset.name,
+            "dose_e_per_A2": arm.config.dataset.dose_e_per_A2,
+            "engines": _plan_kinds(arm),
+            "complete": states.count(TrialState.COMPLETE),
+            "pruned": states.count(TrialState.PRUNED),
+            "failed": states.count(TrialState.FAIL),
+            "best_trial": best.number if best else None,
+            "nrmse": metrics.get("nrmse"),
+            "mse": metrics.get("mse"),
+            "ssim": metrics.get("ssim"),
+            "frc_resolution_A": metrics.get("frc_resolution_A"),
+            "iterations_to_best": iterations,
+            "seconds_to_best": seconds,
+            "s_per_iteration": _median(result.complete, "seconds_per_iteration"),
+            "compile_s": _median(result.complete, "compile_time_s"),
+            "peak_rss_MB": max((t.user_attrs.get("peak_rss_MB", math.nan) for t in result.trials), default=None),
+            "median_trial_s": float(np.median(walls)) if walls else None,
+            "trials_per_h": len(finished) / span_h if span_h > 0 else None,
+            "best_params": ", ".join(f"{params[k]}={_short(v)}" for k, v in best.params.items()) if best else "",
+        })
+    return pd.DataFrame(rows)
+
+
+def _median(trials: Sequence[FrozenTrial], attr: str) -> float | None:
+    values = [t.user_attrs[attr] for t in trials if attr in t.user_attrs]
+    return float(np.median(values)) if values else None
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def pivot_best(table: pd.DataFrame) -> pd.DataFrame | None:
+    """Best NRMSE, engines × "dataset @ dose", when arms differ in both; else None."""
+    table = table.assign(data=[f"{d} @ {dose:.0e} e/Å²" for d, dose in zip(table["dataset"], table["dose_e_per_A2"])])
+    if table["engines"].nunique() < 2 or table["data"].nunique() < 2:
+        return None
+    return table.pivot_table(index="engines", columns="data", values="nrmse", aggfunc="min").reset_index()
+
+
+# --- sweeps ----------------------------------------------------------------------------
+
+
+def _grid_params(result: ArmResult) -> list[str]:
+    """Parameters varied by a grid-sampled arm (none for other samplers)."""
+    if result.arm.config.sampler.name != "grid":
+        return []
+    return list(result.arm.config.study.search_space)
+
+
+def sweep_rows(result: ArmResult) -> pd.DataFrame:
+    """Per value of a one-parameter grid arm: final NRMSE (NaN when the trial failed),
+    the curve's minimum and its iteration, and the iterations to reach the sweep's
+    threshold (:data:`SWEEP_THRESHOLD` × the lowest NRMSE of any value; NaN if never)."""
+    (param,) = _grid_params(result)
+    trials = [t for t in result.trials if param in t.params]
+    curves = {t.number: curve(t) for t in trials}
+    lowest = min((c["nrmse"].min() for c in curves.values() if not c.empty), default=math.nan)
+    threshold = SWEEP_THRESHOLD * lowest
+    rows = []
+    for t in sorted(trials, key=lambda t: t.params[param]):
+        c = curves[t.number]
+        below = c[c["nrmse"] <= threshold] if not c.empty else c
+        rows.append({
+            "arm": result.arm.name,
+            "parameter": param.removeprefix("plan.engines.0."),
+            "value": t.params[param],
+            "state": t.state.name,
+            "final_nrmse": t.values[0] if t.state == TrialState.COMPLETE else math.nan,
+            "min_nrmse": c["nrmse"].min() if not c.empty else math.nan,
+            "min_at_iteration": c["iteration"].iloc[int(c["nrmse"].argmin())] if not c.empty else math.nan,
+            "threshold": threshold,
+            "iterations_to_threshold": below["iteration"].iloc[0] if not below.empty else math.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def finding(rows: pd.DataFrame) -> dict[str, Any]:
+    """phaser's finding for the swept parameter tested on ``rows`` (one sweep):
+    measured rate and quality effects and whether the finding holds."""
+    param = rows["parameter"].iloc[0]
+    claim = next((kind for suffix, kind in PHASER_FINDINGS.items() if param.endswith(suffix)), None)
+    reached = rows.dropna(subset=["iterations_to_threshold"])
+    iterations = reached["iterations_to_threshold"]
+    finals = rows["final_nrmse"]
+    rate_ratio = float(iterations.max() / iterations.min()) if len(reached) else math.nan
+    quality_spread = float((finals.max() - finals.min()) / finals.min()) if finals.notna().any() else math.nan
+    fastest = reached.sort_values(["iterations_to_threshold", "final_nrmse"]).iloc[0]["value"] if len(reached) else None
+    best = rows.loc[finals.idxmin(), "value"] if finals.notna().any() else None
+    values = list(rows["value"])
+    largest_stalls = math.isnan(rows["iterations_to_threshold"].iloc[-1])
+    interior = lambda v: v is not None and v not in (values[0], values[-1])  # noqa: E731
+    if claim == "rate":
+        holds = {
+            "moderate value fastest": interior(fastest),
+            "largest value prevents convergence": largest_stalls,
+            "rate effect larger than quality effect": (len(reached) < len(rows) or rate_ratio >= 1.5) and rate_ratio - 1 > _spread_over(reached, "final_nrmse"),
+        }
+    elif claim == "quality":
+        holds = {
+            "little effect on the convergence rate": len(reached) == len(rows) and rate_ratio <= 1.5,
+            "interior optimum of the final error": interior(best) and quality_spread >= 0.05,
+        }
+    else:
+        holds = {}
+    return {
+        "parameter": param,
+        "phaser": {"rate": "mainly convergence rate", "quality": "mainly final quality"}.get(claim, "(no finding)"),
+        "values": len(rows),
+        "reach_threshold": f"{len(reached)}/{len(rows)}",
+        "iterations_max_over_min": rate_ratio,
+        "final_nrmse_range": f"{finals.min():.3f}–{finals.max():.3f}" if finals.notna().any() else "n/a",
+        "fastest_value": fastest,
+        "best_final_value": best,
+        "checks": holds,
+        "verdict": "reproduced" if holds and all(holds.values()) else "partly" if any(holds.values()) else "not reproduced" if holds else "n/a",
+    }
+
+
+def _spread_over(rows: pd.DataFrame, column: str) -> float:
+    values = rows[column].dropna()
+    return float((values.max() - values.min()) / values.min()) if len(values) else 0.0
+
+
+def findings_table(sweeps: pd.DataFrame) -> pd.DataFrame:
+    """One row per sweep: :func:`finding` with its checks spelled out."""
+    rows = []
+    for _, rows_of_arm in sweeps.groupby("arm", sort=False):
+        f = finding(rows_of_arm)
+        checks = "; ".join(f"{name}: {'yes' if ok else 'no'}" for name, ok in f.pop("checks").items())
+        rows.append({**f, "checks": checks})
+    return pd.DataFrame(rows)
+
+
+def grid_table(result: ArmResult) -> pd.DataFrame:
+    """Final NRMSE of a two-parameter grid arm, first parameter down, second across."""
+    first, second = _grid_params(result)
+    done = [t for t in result.complete if first in t.params and second in t.params]
+    frame = pd.DataFrame([{first: t.params[first], second: t.params[second], "nrmse": t.values[0]} for t in done])
+    return frame.pivot_table(index=first, columns=second, values="nrmse").dropna(how="all").dropna(axis=1, how="all")
+
+
+def coupling_lines(table: pd.DataFrame) -> list[str]:
+    """The best value of the first parameter for each value of the second, and the
+    optimum over the grid (coupling: the best first value moves with the second)."""
+    best_first = table.idxmin(axis=0)
+    i, j = np.unravel_index(np.nanargmin(table.to_numpy()), table.shape)
+    moves = best_first.nunique() > 1
+    return [
+        f"- optimum over the grid: {table.index.name.split('.')[-2]} = {_short(table.index[i])}, {table.columns.name.split('.')[-2]} = {_short(table.columns[j])}: NRMSE {table.iat[i, j]:.4f}",
+        f"- best {table.index.name.split('.')[-2]} for each {table.columns.name.split('.')[-2]}: "
+        + ", ".join(f"{_short(c)} → {_short(v)}" for c, v in best_first.items())
+        + (" (it moves: the two are coupled)" if moves else " (it does not move)"),
+    ]
+
+
+# --- figures ---------------------------------------------------------------------------
+
+
+def plot_convergence(results: Sequence[ArmResult], path: Path) -> Path | None:
+    """Each arm's best trial: NRMSE vs iteration and vs reconstruction seconds."""
+    best = [(r.arm.name, curve(b)) for r in results if (b := r.best()) is not None]
+    best = [(name, c) for name, c in best if not c.empty]
+    if not best:
+        return None
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    by_iteration, by_seconds = fig.subplots(1, 2, sharey=True)
+    for index, (name, c) in enumerate(best):
+        style = dict(color=f"C{index % 10}", ls=("-", "--", ":")[index // 10 % 3], label=name)
+        by_iteration.plot(c["iteration"], c["nrmse"], **style)
+        by_seconds.plot(c["seconds"], c["nrmse"], **style)
+    by_iteration.set(xlabel="iteration", ylabel="NRMSE vs ground truth", yscale="log")
+    by_seconds.set(xlabel="reconstruction time [s]", xscale="log")
+    by_seconds.legend(fontsize="x-small", ncol=2)
+    fig.suptitle("best trial of each arm")
+    return save_figure(fig, path)
+
+
+def plot_sweep(result: ArmResult, rows: pd.DataFrame, path: Path) -> Path:
+    """NRMSE vs iteration for every value of a one-parameter sweep, and final NRMSE vs value."""
+    (param,) = _grid_params(result)
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    curves_ax, final_ax = fig.subplots(1, 2)
+    trials = sorted((t for t in result.trials if param in t.params), key=lambda t: t.params[param])
+    colours = [f"C{i}" for i in range(len(trials))]
+    for colour, t in zip(colours, trials):
+        c = curve(t)
+        if not c.empty:
+            curves_ax.plot(c["iteration"], c["nrmse"], color=colour, label=f"{_short(t.params[param])}" + ("" if t.state == TrialState.COMPLETE else f" ({t.state.name.lower()})"))
+    threshold = rows["threshold"].iloc[0]
+    curves_ax.axhline(threshold, color="0.5", ls=":", lw=1, label=f"threshold {threshold:.3f}")
+    curves_ax.set(xlabel="iteration", ylabel="NRMSE vs ground truth", yscale="log", title=rows["parameter"].iloc[0])
+    curves_ax.legend(fontsize="x-small")
+    final_ax.plot(rows["value"], rows["final_nrmse"], "o-", label="final")
+    final_ax.plot(rows["value"], rows["min_nrmse"], "s--", ms=4, label="minimum along the curve")
+    final_ax.set(xscale="log", xlabel=rows["parameter"].iloc[0], ylabel="NRMSE")
+    final_ax.legend(fontsize="small")
+    return save_figure(fig, path)
+
+
+def plot_grid(table: pd.DataFrame, path: Path) -> Path:
+    """Final NRMSE over a two-parameter grid, the optimum marked."""
+    fig = Figure(figsize=(5.8, 4.6), layout="constrained")
+    ax = fig.subplots()
+    shown = ax.imshow(table.to_numpy(), origin="lower", cmap="viridis_r")
+    for (i, j), value in np.ndenumerate(table.to_numpy()):
+        ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize="x-small", color="w")
+    i, j = np.unravel_index(np.nanargmin(table.to_numpy()), table.shape)
+    ax.plot(j, i, "s", mfc="none", mec="r", ms=22, mew=2)
+    ax.set_xticks(range(table.shape[1]), [_short(v) for v in table.columns])
+    ax.set_yticks(range(table.shape[0]), [_short(v) for v in table.index])
+    ax.set(xlabel=table.columns.name.removeprefix("plan.engines.0."), ylabel=table.index.name.removeprefix("plan.engines.0."))
+    fig.colorbar(shown, ax=ax, label="final NRMSE")
+    return save_figure(fig, path)
+
+
+# --- the report ------------------------------------------------------------------------
+
+
+def write_comparison_report(name: str, results: Sequence[ArmResult], out_dir: Path, command: str) -> list[Path]:
+    """Write the comparison report of study ``name`` into ``out_dir``; returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*out_dir.glob("sweep_*.png"), *out_dir.glob("grid_*.png")]:
+        stale.unlink()
+    written: list[Path] = []
+    table = arms_table(results)
+    table.to_csv(out_dir / "arms.csv", index=False)
+    (out_dir / "arms.md").write_text(markdown_table(table) + "\n")
+    written += [out_dir / "arms.csv", out_dir / "arms.md"]
+    lines = [
+        f"# Comparison `{name}`",
+        "",
+        *environment_lines(),
+        f"- regenerate: `{command}` (from the arms' study storage; `{command.replace(' report', '', 1)}` runs or resumes the study itself)",
+        f"- arms: {len(results)}; members and overrides:",
+        "",
+        *(f"  - `{r.arm.name}`: `{' '.join(r.arm.overrides)}`" + ("" if r.study else " (not run yet)") for r in results),
+        "",
+        "## Arms",
+        "",
+        f"Best trial of each arm (all metrics from its final state); `iterations_to_best` / `seconds_to_best`: when its curve first came within {REACHED - 1:.0%} of its final NRMSE (reconstruction seconds, scoring excluded). Full table: [arms.csv](arms.csv).",
+        "",
+        markdown_table(table),
+        "",
+    ]
+    pivot = pivot_best(table)
+    if pivot is not None:
+        (out_dir / "best_nrmse.md").write_text(markdown_table(pivot) + "\n")
+        written.append(out_dir / "best_nrmse.md")
+        lines += ["## Best NRMSE by engine and dataset", "", markdown_table(pivot), ""]
+    if (figure := plot_convergence(results, out_dir / "convergence.png")) is not None:
+        written.append(figure)
+        lines += ["## Convergence of the best trials", "", "![convergence](convergence.png)", ""]
+    sweeps = [r for r in results if r.study is not None and len(_grid_params(r)) == 1]
+    if sweeps:
+        rows = pd.concat([sweep_rows(r) for r in sweeps], ignore_index=True)
+        rows.to_csv(out_dir / "sweeps.csv", index=False)
+        (out_dir / "sweeps.md").write_text(markdown_table(rows) + "\n")
+        findings = findings_table(rows)
+        written += [out_dir / "sweeps.csv", out_dir / "sweeps.md"]
+        lines += [
+            "## One-parameter sweeps",
+            "",
+            f"Threshold of a sweep: {SWEEP_THRESHOLD}× the lowest NRMSE any of its values reached along its curve; `iterations_to_threshold` is blank where a value never reached it.",
+            "",
+            "### Findings of the phaser paper (§IV.2) on these data",
+            "",
+            "A rate finding holds when the fastest value to the threshold is interior, the largest value never reaches it, and the spread in iterations exceeds the spread in final NRMSE; a quality finding when every value reaches the threshold within 1.5× the same iterations and the lowest final NRMSE is at an interior value, at least 5% below the worst.",
+            "",
+            markdown_table(findings),
+            "",
+        ]
+        for result in sweeps:
+            arm_rows = rows[rows["arm"] == result.arm.name]
+            figure = plot_sweep(result, arm_rows, out_dir / f"sweep_{result.arm.name}.png")
+            written.append(figure)
+            lines += [f"### `{result.arm.name}`", "", markdown_table(arm_rows.drop(columns=["arm", "threshold"])), "", f"![{result.arm.name}]({figure.name})", ""]
+    for result in (r for r in results if r.study is not None and len(_grid_params(r)) == 2 and r.complete):
+        grid = grid_table(result)
+        figure = plot_grid(grid, out_dir / f"grid_{result.arm.name}.png")
+        written.append(figure)
+        shown = grid.rename(index=_short, columns=_short).reset_index()
+        lines += [f"## Two-parameter grid `{result.arm.name}` (final NRMSE)", "", *coupling_lines(grid), "", markdown_table(shown), "", f"![{result.arm.name}]({figure.name})", ""]
+    if (out_dir / "discussion.md").exists():
+        lines += ["## Discussion", "", "Written by hand from these numbers: [discussion.md](discussion.md).", ""]
+    (out_dir / "summary.md").write_text("\n".join(lines))
+    return [*written, out_dir / "summary.md"]
