@@ -140,7 +140,7 @@ def test_help_and_cfg_job_from_any_directory(tmp_path):
     shown = subprocess.run([sys.executable, "-m", "ptyopt", "--cfg", "job", "engine=lsqml", "study.n_trials=50"], **run)
     assert shown.returncode == 0 and "kind: lsqml" in shown.stdout and "n_trials: 50" in shown.stdout
     helped = subprocess.run([sys.executable, "-m", "ptyopt", "--help"], **run)
-    assert helped.returncode == 0 and "study: epie_quickstart" in helped.stdout and "report" in helped.stdout
+    assert helped.returncode == 0 and "regularization_impact" in helped.stdout and "study/tune: epie, gradient, lsqml" in helped.stdout and "report" in helped.stdout
 
 
 def test_grid_study_runs_its_whole_grid(home):
