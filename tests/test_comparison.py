@@ -5,6 +5,9 @@ tests of the phaser paper's findings on sweeps with known answers."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -133,3 +136,10 @@ def test_quality_finding_on_known_sweeps():
     assert finding(rows)["verdict"] == "reproduced" and finding(rows)["best_final_value"] == 100.0
     flat = rows.assign(final_nrmse=[0.30, 0.30, 0.30, 0.301, 0.30])
     assert finding(flat)["checks"]["interior optimum of the final error"] is False
+
+
+def test_report_of_a_comparison_that_never_ran_says_so(home):
+    """`report` on a comparison none of whose arms has run: one line, exit status 2."""
+    done = subprocess.run([sys.executable, "-m", "ptyopt", "report", "study=schedule_comparison"], capture_output=True, text=True, timeout=120, env={**os.environ, "PTYOPT_HOME": str(home)})
+    assert done.returncode == 2
+    assert done.stderr.strip() == "ptyopt: error: study.name: no arm of 'schedule_comparison' has been run; run python -m ptyopt study=schedule_comparison first"
