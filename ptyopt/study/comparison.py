@@ -122,7 +122,7 @@ def arms_table(results: Sequence[ArmResult]) -> pd.DataFrame:
             "seconds_to_best": seconds,
             "s_per_iteration": _median(result.complete, "seconds_per_iteration"),
             "compile_s": _median(result.complete, "compile_time_s"),
-            "peak_rss_MB": max((t.user_attrs.get("peak_rss_MB", math.nan) for t in result.trials), default=None),
+            "peak_rss_MB": max((t.user_attrs["peak_rss_MB"] for t in result.trials if "peak_rss_MB" in t.user_attrs), default=None),
             "median_trial_s": float(np.median(walls)) if walls else None,
             "trials_per_h": len(finished) / span_h if span_h > 0 else None,
             "best_params": ", ".join(f"{params[k]}={_short(v)}" for k, v in best.params.items()) if best else "",
