@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ptyopt.benchmarks.report import environment_lines
 from ptyopt.study.arms import Arm
-from ptyopt.study.report import FigureSkipped, best_images, markdown_table, save_figure, short_names
+from ptyopt.study.report import FigureSkipped, best_images, best_trial, completed, finished_span, markdown_table, save_figure, short_names
 
 #: A curve has reached its final NRMSE once it is within this factor of it.
 REACHED = 1.02
@@ -52,25 +53,23 @@ PHASER_FINDINGS = {
 
 @dataclass(frozen=True)
 class ArmResult:
-    """An arm and its study (``None`` when it has not been run)."""
+    """An arm and its study (``None`` when it has not been run); trials are read from
+    the storage once."""
 
     arm: Arm
     study: optuna.Study | None
 
-    @property
+    @cached_property
     def trials(self) -> list[FrozenTrial]:
         return [] if self.study is None else sorted(self.study.get_trials(deepcopy=False), key=lambda t: t.number)
 
-    @property
+    @cached_property
     def complete(self) -> list[FrozenTrial]:
-        return [t for t in self.trials if t.state == TrialState.COMPLETE and t.values and math.isfinite(t.values[0])]
+        return [] if self.study is None else completed(self.study)
 
+    @cached_property
     def best(self) -> FrozenTrial | None:
-        done = self.complete
-        if not done:
-            return None
-        sign = 1.0 if self.study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1.0
-        return min(done, key=lambda t: sign * t.values[0])
+        return None if self.study is None else best_trial(self.study)
 
 
 def curve(trial: FrozenTrial) -> pd.DataFrame:
@@ -97,13 +96,12 @@ def arms_table(results: Sequence[ArmResult]) -> pd.DataFrame:
     """One row per arm (see module docstring)."""
     rows = []
     for result in results:
-        arm, best = result.arm, result.best()
+        arm, best = result.arm, result.best
         states = [t.state for t in result.trials]
         metrics = best.user_attrs.get("metrics", {}) if best else {}
         iterations, seconds = time_to_final(best) if best else (math.nan, math.nan)
         walls = [t.user_attrs["wall_time_s"] for t in result.trials if "wall_time_s" in t.user_attrs]
-        finished = [t for t in result.trials if t.datetime_start and t.datetime_complete]
-        span_h = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds() / 3600 if finished else 0.0
+        finished, span_h = finished_span(result.study) if result.study else (0, 0.0)
         params = short_names(best.params) if best else {}
         rows.append({
             "arm": arm.name,
@@ -124,7 +122,7 @@ def arms_table(results: Sequence[ArmResult]) -> pd.DataFrame:
             "compile_s": _median(result.complete, "compile_time_s"),
             "peak_rss_MB": max((t.user_attrs["peak_rss_MB"] for t in result.trials if "peak_rss_MB" in t.user_attrs), default=None),
             "median_trial_s": float(np.median(walls)) if walls else None,
-            "trials_per_h": len(finished) / span_h if span_h > 0 else None,
+            "trials_per_h": finished / span_h if span_h > 0 else None,
             "best_params": ", ".join(f"{params[k]}={_short(v)}" for k, v in best.params.items()) if best else "",
         })
     return pd.DataFrame(rows)
@@ -269,7 +267,7 @@ def coupling_lines(table: pd.DataFrame) -> list[str]:
 
 def plot_convergence(results: Sequence[ArmResult], path: Path) -> Path | None:
     """Each arm's best trial: NRMSE vs iteration and vs reconstruction seconds."""
-    best = [(r.arm.name, curve(b)) for r in results if (b := r.best()) is not None]
+    best = [(r.arm.name, curve(b)) for r in results if (b := r.best) is not None]
     best = [(name, c) for name, c in best if not c.empty]
     if not best:
         return None
@@ -291,7 +289,7 @@ def plot_best_reconstructions(results: Sequence[ArmResult], path: Path) -> Path 
     four arms to a row, with its NRMSE; arms whose artifacts are missing are left out."""
     images = []
     for result in results:
-        if (best := result.best()) is None:
+        if (best := result.best) is None:
             continue
         try:
             images.append((result.arm.name, best_images(best)))

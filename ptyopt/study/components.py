@@ -48,6 +48,15 @@ def _grid(search_space: dict[str, dict]) -> dict[str, list]:
     return grid
 
 
+class BudgetedGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its ``study.stop()`` once the grid is exhausted:
+    that call raises outside ``study.optimize``, and ptyopt's trial budget ends the
+    study instead."""
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: optuna.trial.TrialState, values: Any) -> None:
+        return None
+
+
 def make_sampler(settings: SamplerSettings, search_space: dict[str, dict], seed: int) -> optuna.samplers.BaseSampler:
     """The sampler called ``settings.name``, seeded."""
     name = settings.name
@@ -56,7 +65,7 @@ def make_sampler(settings: SamplerSettings, search_space: dict[str, dict], seed:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        return optuna.samplers.GridSampler(_grid(search_space), seed=seed)
+        return BudgetedGridSampler(_grid(search_space), seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "cmaes":

@@ -385,16 +385,23 @@ def state_counts(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame([{"state": s.name, "trials": sum(t.state == s for t in trials)} for s in TrialState])
 
 
-def throughput_line(study: optuna.Study) -> str:
-    """Finished (completed, pruned, failed) trials per hour, from the first trial's
-    start to the last one's completion."""
+def finished_span(study: optuna.Study) -> tuple[int, float]:
+    """Finished (completed, pruned, failed) trials and the hours from the first one's
+    start to the last one's completion (0 when none)."""
     finished = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.datetime_start and t.datetime_complete]
     if not finished:
+        return 0, 0.0
+    return len(finished), (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds() / 3600
+
+
+def throughput_line(study: optuna.Study) -> str:
+    """Finished (completed, pruned, failed) trials per hour (:func:`finished_span`)."""
+    finished, span_h = finished_span(study)
+    if not finished:
         return "- throughput: n/a (no finished trial)"
-    span_h = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds() / 3600
     if span_h <= 0:
-        return f"- throughput: n/a ({len(finished)} finished trials, zero time span)"
-    return f"- throughput: {len(finished) / span_h:.3g} trials/h ({len(finished)} finished trials in {span_h:.3g} h)"
+        return f"- throughput: n/a ({finished} finished trials, zero time span)"
+    return f"- throughput: {finished / span_h:.3g} trials/h ({finished} finished trials in {span_h:.3g} h)"
 
 
 def overhead_lines(table: pd.DataFrame, columns: Columns) -> list[str]:

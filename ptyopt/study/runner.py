@@ -300,13 +300,13 @@ def run_study(config: StudyConfig, plan_values: dict, progress: bool = True) -> 
             with heartbeat(study, trial):
                 values = run_trial(trial, work)
         except optuna.TrialPruned:
-            _tell(study, trial, state=State.PRUNED)
+            study.tell(trial, state=State.PRUNED)
         except DivergenceError as err:
             _fail(study, trial, str(err))
         except Exception as err:  # a trial's failure must not end the study
             _fail(study, trial, f"{type(err).__name__}: {err}", traceback.format_exc(limit=3))
         else:
-            _tell(study, trial, values)
+            study.tell(trial, values)
         bar.n = min(_counted(study), budget)
         bar.set_postfix(_best_so_far(study), refresh=False)
         bar.update(0)
@@ -314,22 +314,11 @@ def run_study(config: StudyConfig, plan_values: dict, progress: bool = True) -> 
     return study
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, values: list[float] | None = None, state: State | None = None) -> None:
-    """``study.tell``; the grid sampler calls ``study.stop()`` once its grid is
-    exhausted, which raises outside ``study.optimize`` after the trial was recorded:
-    the budget ends the study instead."""
-    try:
-        study.tell(trial, values, state=state)
-    except RuntimeError as err:
-        if "Study.stop" not in str(err):
-            raise
-
-
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str, details: str | None = None) -> None:
     trial.set_user_attr("fail_reason", reason)
     if details:
         trial.set_user_attr("fail_traceback", details[-2000:])
-    _tell(study, trial, state=State.FAIL)
+    study.tell(trial, state=State.FAIL)
 
 
 def _best_so_far(study: optuna.Study) -> dict[str, Any]:

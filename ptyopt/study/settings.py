@@ -106,6 +106,11 @@ class StudyConfig:
     storage: StorageSettings = field(default_factory=StorageSettings)
 
 
+def _is_name(text: str) -> bool:
+    """Letters, digits, '-' and '_' only (study and arm names become folder names)."""
+    return str(text).replace("-", "").replace("_", "").isalnum()
+
+
 def _require(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{key}: {message}")
@@ -166,7 +171,7 @@ def _check_parameter(path: str, spec: Any) -> None:
 def _check_arms(s: StudySettings) -> None:
     for arm, overrides in s.arms.items():
         key = f"study.arms.{arm}"
-        _require(str(arm).replace("-", "").replace("_", "").isalnum(), key, "arm names use letters, digits, '-' and '_'")
+        _require(_is_name(arm), key, "arm names use letters, digits, '-' and '_'")
         _require(isinstance(overrides, list) and overrides and all(isinstance(o, str) and "=" in o for o in overrides), key, f"must be a non-empty list of Hydra overrides such as 'study=tune/gradient', got {overrides!r}")
         _require(any(o.startswith("study=") for o in overrides), key, "must choose its member study with 'study=<name>'")
     _require(not (s.arms and (s.search_space or s.baseline_trials)), "study.search_space", "a study with arms has no search space of its own; each arm's member study declares one")
@@ -179,7 +184,7 @@ def validate(values: DictConfig) -> tuple[StudyConfig, dict]:
     _require(config.plan is not None, "plan", "no reconstruction plan: choose one with engine=<name>")
     plan_values = OmegaConf.to_container(OmegaConf.create(config.plan)) if not isinstance(config.plan, dict) else dict(config.plan)
     s = config.study
-    _require(s.name.replace("-", "").replace("_", "").isalnum(), "study.name", f"use letters, digits, '-' and '_', got {s.name!r}")
+    _require(_is_name(s.name), "study.name", f"use letters, digits, '-' and '_', got {s.name!r}")
     _require(s.n_trials >= 1, "study.n_trials", f"must be >= 1, got {s.n_trials}")
     _require(s.score_every >= 1, "study.score_every", f"must be >= 1, got {s.score_every}")
     _check_arms(s)
