@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from ptyopt.errors import ConfigError
 from ptyopt.paths import conf_dir
+from ptyopt.study.components import make_sampler
 from ptyopt.study.settings import StudyConfig, validate
 
 
@@ -60,6 +61,7 @@ def arms_of(config: StudyConfig, cli_overrides: Sequence[str] = ()) -> list[Arm]
         overrides = [f"study.n_trials={config.study.n_trials}", *own, *_forwarded(cli_overrides), f"study.name={arm_study_name(config.study.name, name)}"]
         try:
             arm_config, plan_values = validate(_compose(overrides))
+            make_sampler(arm_config.sampler, arm_config.study.search_space, arm_config.study.seed, arm_config.study.seed)  # a grid needs steps; cmaes/gp their packages
         except ConfigError as err:
             raise ConfigError(f"study.arms.{name}: {err}") from None
         except Exception as err:  # Hydra's own errors: unknown option, bad override syntax

@@ -4,8 +4,9 @@ arms' study storage:
 - ``arms.csv`` / ``arms.md``: one row per arm (dataset, dose, engines, trial counts, the
   best trial's NRMSE, MSE, SSIM and FRC resolution, the iterations and reconstruction
   seconds its curve took to come within 2% of its final NRMSE; timing: median seconds
-  per iteration and compile seconds of its complete trials, the worker's peak resident
-  memory, median wall time per trial, trials per hour; the best trial's tuned parameters);
+  per iteration of its complete trials, median wall time per trial, trials per hour;
+  the best trial's tuned parameters. Compile time and peak memory depend on what the
+  worker ran before, so they are the engine benchmark's, ``reports/engines.md``);
 - ``best_nrmse.md``: best NRMSE pivoted engine × dataset/dose when arms differ in both;
 - ``convergence.png``: each arm's best curve (NRMSE vs iteration and vs seconds);
 - ``best_reconstructions.png``: each arm's best projected potential;
@@ -33,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ptyopt.benchmarks.report import environment_lines
 from ptyopt.study.arms import Arm
-from ptyopt.study.report import FigureSkipped, best_images, best_trial, completed, finished_span, markdown_table, save_figure, short_names
+from ptyopt.study.report import FigureSkipped, best_images, best_trial, completed, finished_span, markdown_table, save_figure, short_names, write_table
 
 #: A curve has reached its final NRMSE once it is within this factor of it.
 REACHED = 1.02
@@ -53,8 +54,8 @@ PHASER_FINDINGS = {
 
 @dataclass(frozen=True)
 class ArmResult:
-    """An arm and its study (``None`` when it has not been run); trials are read from
-    the storage once."""
+    """An arm and its study (``None`` when it has not been run); its trials, complete
+    trials and best trial are each read once."""
 
     arm: Arm
     study: optuna.Study | None
@@ -119,8 +120,6 @@ def arms_table(results: Sequence[ArmResult]) -> pd.DataFrame:
             "iterations_to_best": iterations,
             "seconds_to_best": seconds,
             "s_per_iteration": _median(result.complete, "seconds_per_iteration"),
-            "compile_s": _median(result.complete, "compile_time_s"),
-            "peak_rss_MB": max((t.user_attrs["peak_rss_MB"] for t in result.trials if "peak_rss_MB" in t.user_attrs), default=None),
             "median_trial_s": float(np.median(walls)) if walls else None,
             "trials_per_h": finished / span_h if span_h > 0 else None,
             "best_params": ", ".join(f"{params[k]}={_short(v)}" for k, v in best.params.items()) if best else "",
@@ -191,9 +190,8 @@ def finding(rows: pd.DataFrame) -> dict[str, Any]:
     iterations = reached["iterations_to_threshold"]
     finals = rows["final_nrmse"]
     rate_ratio = float(iterations.max() / iterations.min()) if len(reached) else math.nan
-    quality_spread = float((finals.max() - finals.min()) / finals.min()) if finals.notna().any() else math.nan
+    quality_spread = _spread_over(rows, "final_nrmse")
     fastest_all = list(reached.loc[iterations == iterations.min(), "value"]) if len(reached) else []
-    fastest = fastest_all[0] if fastest_all else None
     best = rows.loc[finals.idxmin(), "value"] if finals.notna().any() else None
     values = list(rows["value"])
     largest_stalls = math.isnan(rows["iterations_to_threshold"].iloc[-1])
@@ -360,9 +358,7 @@ def write_comparison_report(name: str, results: Sequence[ArmResult], out_dir: Pa
         stale.unlink()
     written: list[Path] = []
     table = arms_table(results)
-    table.to_csv(out_dir / "arms.csv", index=False)
-    (out_dir / "arms.md").write_text(markdown_table(table) + "\n")
-    written += [out_dir / "arms.csv", out_dir / "arms.md"]
+    written += write_table(table, out_dir, "arms")
     lines = [
         f"# Comparison `{name}`",
         "",
@@ -394,10 +390,8 @@ def write_comparison_report(name: str, results: Sequence[ArmResult], out_dir: Pa
     sweeps = [r for r in results if r.study is not None and len(_grid_params(r)) == 1]
     if sweeps:
         rows = pd.concat([sweep_rows(r) for r in sweeps], ignore_index=True)
-        rows.to_csv(out_dir / "sweeps.csv", index=False)
-        (out_dir / "sweeps.md").write_text(markdown_table(rows) + "\n")
+        written += write_table(rows, out_dir, "sweeps")
         findings = findings_table(rows)
-        written += [out_dir / "sweeps.csv", out_dir / "sweeps.md"]
         lines += [
             "## One-parameter sweeps",
             "",
@@ -405,7 +399,7 @@ def write_comparison_report(name: str, results: Sequence[ArmResult], out_dir: Pa
             "",
             "### Findings of the phaser paper (§IV.2) on these data",
             "",
-            "A rate finding holds when the fastest value to the threshold is interior, the largest value never reaches it, and the spread in iterations (max/min − 1, over the values that reach it) exceeds the relative spread of their final NRMSE; a quality finding when the values that reach the threshold take within 1.5× the same iterations and the lowest final NRMSE is at an interior value, at least 5% below the worst.",
+            "A rate finding holds when the fastest value to the threshold is interior, the largest value never reaches it, and the spread in iterations (max/min − 1, over the values that reach it) exceeds the relative spread of their final NRMSE; a quality finding when the values that reach the threshold take within 1.5× the same iterations and the lowest final NRMSE is at an interior value, with the worst at least 5% above it.",
             "",
             markdown_table(findings),
             "",

@@ -57,15 +57,17 @@ class BudgetedGridSampler(optuna.samplers.GridSampler):
         return None
 
 
-def make_sampler(settings: SamplerSettings, search_space: dict[str, dict], seed: int) -> optuna.samplers.BaseSampler:
-    """The sampler called ``settings.name``, seeded."""
+def make_sampler(settings: SamplerSettings, search_space: dict[str, dict], seed: int, study_seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler called ``settings.name``, seeded with ``seed`` (the runner draws one
+    per ask); the grid sampler takes ``study_seed``, since its seed fixes the order of
+    the grid points, which every ask of a study must share."""
     name = settings.name
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=settings.n_startup_trials, multivariate=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        return BudgetedGridSampler(_grid(search_space), seed=seed)
+        return BudgetedGridSampler(_grid(search_space), seed=study_seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "cmaes":

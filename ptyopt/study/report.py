@@ -143,9 +143,9 @@ def markdown_table(table: pd.DataFrame) -> str:
     return cells.to_markdown(index=False, floatfmt=".4g", missingval="")
 
 
-def write_trials_table(table: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Write ``trials.csv`` and ``trials.md`` into ``out_dir``; return their paths."""
-    csv, md = out_dir / "trials.csv", out_dir / "trials.md"
+def write_table(table: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
+    """Write ``<stem>.csv`` and ``<stem>.md`` into ``out_dir``; return their paths."""
+    csv, md = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
     table.to_csv(csv, index=False)
     md.write_text(markdown_table(table) + "\n")
     return [csv, md]
@@ -510,7 +510,7 @@ def write_study_report(study: optuna.Study, out_dir: Path, command: str) -> list
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table, columns = trials_table(study)
-    written = write_trials_table(table, out_dir)
+    written = write_table(table, out_dir, "trials")
     figures = write_figures(study, columns, out_dir)
     summary = out_dir / "summary.md"
     summary.write_text(summary_markdown(study, table, columns, command, figures))

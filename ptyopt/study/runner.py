@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import resource
 import socket
 import statistics
 import threading
@@ -81,6 +80,7 @@ class ConvergenceReporter:
         self.seconds = 0.0  # spent scoring, not reconstructing
         self.started = time.perf_counter()
         self.curve: dict[str, list[float]] = {"iteration": [], "seconds": [], **{name: [] for name in CURVE_METRICS}}
+        self.last: tuple[int, dict[str, float]] | None = None  # (iteration, all scores) of the latest scoring
 
     def __call__(self, report: IterationReport) -> None:
         step = report.state.iterations_done
@@ -88,6 +88,7 @@ class ConvergenceReporter:
             return
         scoring_started = time.perf_counter()
         scores = score_metrics(report.state.object, self.dataset, self.measurements)
+        self.last = (step, scores)
         self.curve["iteration"].append(step)
         self.curve["seconds"].append(scoring_started - self.started - self.seconds)
         for name in CURVE_METRICS:
@@ -135,7 +136,8 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     finally:  # pruned and diverged trials keep their curve so far
         trial.set_user_attr("curve", reporter.curve)
     reconstruction_s = time.perf_counter() - reconstruction_started - reporter.seconds
-    scores = score_metrics(state.object, work.dataset, work.measurements)
+    last_scored = reporter.last is not None and reporter.last[0] == state.iterations_done
+    scores = dict(reporter.last[1]) if last_scored else score_metrics(state.object, work.dataset, work.measurements)
     scores["seconds"] = reconstruction_s
     typical = statistics.median(other_iterations) if other_iterations else 0.0
     compile_s = sum(max(0.0, first - typical) for first in first_iterations)
@@ -146,7 +148,6 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     trial.set_user_attr("intermediate_scoring_s", reporter.seconds)
     trial.set_user_attr("compile_time_s", compile_s)
     trial.set_user_attr("seconds_per_iteration", typical)
-    trial.set_user_attr("peak_rss_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # the process's peak so far
     trial.set_user_attr("wall_time_s", time.perf_counter() - started)
     return [scores[name] for name in objective]
 
@@ -256,9 +257,7 @@ def _ask_within_budget(study: optuna.Study, config: StudyConfig, folder: Path) -
         if _counted(study) >= config.study.n_trials:
             return None
         seed = int(np.random.SeedSequence([config.study.seed, len(study.get_trials(deepcopy=False))]).generate_state(1)[0])
-        if config.sampler.name == "grid":  # its seed fixes the order of the grid points, which all asks must share
-            seed = config.study.seed
-        study.sampler = make_sampler(config.sampler, config.study.search_space, seed)
+        study.sampler = make_sampler(config.sampler, config.study.search_space, seed, config.study.seed)
         with warnings.catch_warnings():  # ptyopt records heartbeats itself under ask/tell
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
             return study.ask()
@@ -286,7 +285,7 @@ def run_study(config: StudyConfig, plan_values: dict, progress: bool = True) -> 
     folder = study_dir(config.study.name)
     enable_compilation_cache()
     max_iterations = sum(engine.iterations for engine in plan_with(plan_values, {}).engines)
-    sampler = make_sampler(config.sampler, config.study.search_space, config.study.seed)
+    sampler = make_sampler(config.sampler, config.study.search_space, config.study.seed, config.study.seed)
     pruner = make_pruner(config.pruner, max(max_iterations, config.pruner.min_resource + 1))
     dataset, dataset_path = dataset_for(config, progress)
     folder.mkdir(parents=True, exist_ok=True)
