@@ -25,7 +25,7 @@ import numpy as np
 from ptyopt import physics
 from ptyopt.errors import ConfigError
 from ptyopt.gating import Gate, split_gate
-from ptyopt.initial import Measurements, ReconState, orthogonalize_modes
+from ptyopt.initial import Measurements, ReconState, log_transmission, mix_slices, orthogonalize_modes
 
 ConstraintFn = Callable[[ReconState, Measurements, Mapping[str, float]], ReconState]
 Check = Callable[[Mapping[str, Any]], "tuple[str, str] | None"]
@@ -46,11 +46,6 @@ _soft_aperture = jax.jit(physics.soft_aperture, static_argnames=("shape", "sampl
 _bandlimit_mask = jax.jit(physics.bandlimit_mask, static_argnames=("shape", "sampling_A", "fraction", "taper", "dtype"))
 
 
-def _log(obj: jnp.ndarray) -> jnp.ndarray:
-    """Log-transmission log|O| + i·arg O (|O| bounded away from 0)."""
-    return jnp.log(jnp.maximum(jnp.abs(obj), 1e-30)) + 1j * jnp.angle(obj)
-
-
 # ----------------------------------------------------------------------------- object
 
 
@@ -63,11 +58,6 @@ def _clamp_amplitude(obj, low, high):
 def _amplitude_clamp(state: ReconState, measurements: Measurements, params: Mapping[str, float]) -> ReconState:
     """Object amplitude clipped to [min, max], phase kept."""
     return replace(state, object=_clamp_amplitude(state.object, params["min"], params["max"]))
-
-
-@jax.jit
-def _mix_slices(obj, weights):
-    return jnp.exp(jnp.einsum("ij,jhw->ihw", weights, _log(obj))).astype(obj.dtype)
 
 
 def depth_blur_matrix(n_slices: int, sigma: float) -> np.ndarray:
@@ -96,12 +86,12 @@ def _layer_blur(state: ReconState, measurements: Measurements, params: Mapping[s
     if n_slices == 1:
         return state
     weights = jnp.asarray(depth_blur_matrix(n_slices, float(params["sigma"])), jnp.real(state.object).dtype)
-    return replace(state, object=_mix_slices(state.object, weights))
+    return replace(state, object=mix_slices(state.object, weights))
 
 
 @jax.jit
 def _filter_log(obj, mask):
-    spectrum = jnp.fft.fft2(_log(obj)) * mask
+    spectrum = jnp.fft.fft2(log_transmission(obj)) * mask
     return jnp.exp(jnp.fft.ifft2(spectrum)).astype(obj.dtype)
 
 
@@ -198,18 +188,12 @@ def _rescale_power(probe, power):
     return (probe * jnp.sqrt(power / jnp.sum(jnp.abs(probe) ** 2))).astype(probe.dtype)
 
 
-def mean_pattern_intensity(measurements: Measurements) -> jnp.ndarray:
-    """Mean over positions of the counts in a diffraction pattern: the probe power
-    Σ|ψ|² that the initial state starts with."""
-    return jnp.mean(jnp.sum(measurements.patterns, axis=(-2, -1)))
-
-
 def _fixed_probe_intensity(state: ReconState, measurements: Measurements, params: Mapping[str, float | None]) -> ReconState:
     """Probe of all modes rescaled to the total power Σ_m Σ|ψ_m|² = ``value`` [counts]
     (null: the mean pattern intensity, the initial state's power): removes the scale
     ambiguity between probe and object amplitude."""
     value = params["value"]
-    power = mean_pattern_intensity(measurements) if value is None else jnp.asarray(value, jnp.float32)
+    power = measurements.mean_pattern_counts if value is None else jnp.asarray(value, jnp.float32)
     return replace(state, probe=_rescale_power(state.probe, power))
 
 

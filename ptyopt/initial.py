@@ -9,7 +9,9 @@ that every probe window lies inside the object with a margin.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -62,6 +64,12 @@ class Measurements:
     thickness_A: float
     default_slices: int
 
+    @cached_property
+    def mean_pattern_counts(self) -> jnp.ndarray:
+        """Mean over positions of the counts in a pattern: the probe power Σ|ψ|² the
+        initial state starts with."""
+        return jnp.mean(jnp.sum(self.patterns, axis=(-2, -1)))
+
 
 def measurements_from(dataset: PtychoDataset, default_thickness_A: float = 10.0) -> Measurements:
     """Measurements of a dataset in the model's layout."""
@@ -106,7 +114,7 @@ def initial_state(measurements: Measurements, n_slices: int, n_modes: int, seed:
     nominal positions."""
     window = measurements.geometry.window
     probe = physics.probe_wave(window, measurements.pixel_size_A, measurements.energy_eV, measurements.semiangle_mrad, measurements.aberrations)
-    probe = probe * jnp.sqrt(jnp.mean(jnp.sum(measurements.patterns, axis=(-2, -1))))
+    probe = probe * jnp.sqrt(measurements.mean_pattern_counts)
     state = ReconState(
         object=jnp.ones((n_slices, *measurements.geometry.shape), jnp.complex64),
         probe=probe[None],
@@ -155,6 +163,16 @@ def with_slices(state: ReconState, n_slices: int) -> ReconState:
     new_edges = np.linspace(0.0, total, n_slices + 1)
     overlap = np.clip(np.minimum(new_edges[1:, None], old_edges[None, 1:]) - np.maximum(new_edges[:-1, None], old_edges[None, :-1]), 0, None)
     weights = jnp.asarray(overlap / np.diff(old_edges)[None, :], jnp.float32)
-    log_object = jnp.log(jnp.abs(state.object)) + 1j * jnp.angle(state.object)
-    new_object = jnp.exp(jnp.einsum("ns,shw->nhw", weights, log_object)).astype(state.object.dtype)
-    return replace(state, object=new_object, slice_thicknesses_A=(total / n_slices,) * n_slices)
+    return replace(state, object=mix_slices(state.object, weights), slice_thicknesses_A=(total / n_slices,) * n_slices)
+
+
+def log_transmission(obj: jnp.ndarray) -> jnp.ndarray:
+    """Log-transmission log|O| + i·arg O (|O| bounded away from 0)."""
+    return jnp.log(jnp.maximum(jnp.abs(obj), 1e-30)) + 1j * jnp.angle(obj)
+
+
+@jax.jit
+def mix_slices(obj: jnp.ndarray, weights: jnp.ndarray) -> jnp.ndarray:
+    """Object (S, H, W) → (S', H, W) whose log-transmissions are ``weights`` (S', S)
+    times the slices' log-transmissions."""
+    return jnp.exp(jnp.einsum("ij,jhw->ihw", weights, log_transmission(obj))).astype(obj.dtype)

@@ -64,7 +64,7 @@ def measure_case(engine: str, group: int, slices: int, modes: int, iterations: i
     rss_before = _rss_MB()
     state = prepare_state(initial_state(measurements, slices, modes, seed=0), settings, 0)
     module = __import__(ENGINE_MODULES[engine], fromlist=["make_runner"])
-    runner = module.make_runner(settings, measurements, state, 0)
+    runner = module.make_runner(settings, measurements, state)
     grouper = Grouper(measurements.geometry.positions_px, group, "sparse", 0)
     seconds = []
     for iteration in range(iterations + 1):

@@ -1,6 +1,6 @@
 """What every engine shares: the iteration loop over a plan, observers, divergence.
 
-An engine module exposes ``make_runner(settings, measurements, state, seed)``
+An engine module exposes ``make_runner(settings, measurements, state)``
 returning a :class:`Runner`, whose ``iteration`` runs one pass over all groups as one
 compiled call (``lax.scan`` over groups) with the hyperparameters as array arguments,
 so a study compiles each engine step once per shape, not once per trial.
@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -110,11 +111,18 @@ class ConventionalRunner:
 ENGINE_MODULES = {"gradient": "ptyopt.engines.gradient", "epie": "ptyopt.engines.epie", "lsqml": "ptyopt.engines.lsqml"}
 
 
+@jax.jit
+def _all_finite(obj: jnp.ndarray, probe: jnp.ndarray, positions_px: jnp.ndarray) -> jnp.ndarray:
+    """(3,) bool: whether object, probe and positions are all finite (one transfer)."""
+    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in (obj, probe, positions_px)])
+
+
 def _check_finite(state: ReconState, loss: float, engine: str, iteration: int) -> None:
     if not np.isfinite(loss):
         raise DivergenceError(engine, iteration, f"loss is {loss}")
-    for name in ("object", "probe", "positions_px"):
-        if not bool(jnp.all(jnp.isfinite(getattr(state, name)))):
+    flags = np.asarray(_all_finite(state.object, state.probe, state.positions_px))
+    for name, finite in zip(("object", "probe", "positions_px"), flags):
+        if not finite:
             raise DivergenceError(engine, iteration, f"{name} holds NaN or inf")
 
 
@@ -133,7 +141,7 @@ def run_engine(state: ReconState, measurements: Measurements, settings: EngineSe
     where = f"plan.engines[{engine_index}]"
     constraints = parse_constraints(settings.constraints, f"{where}.constraints")
     state = prepare_state(state, settings, seed + engine_index)
-    runner = importlib.import_module(ENGINE_MODULES[settings.kind]).make_runner(settings, measurements, state, seed + engine_index)
+    runner = importlib.import_module(ENGINE_MODULES[settings.kind]).make_runner(settings, measurements, state)
     grouper = Grouper(measurements.geometry.positions_px, settings.group_size, settings.grouping, seed + engine_index)
     for iteration in range(settings.iterations):
         started = time.perf_counter()

@@ -123,7 +123,6 @@ def epie_iteration(variables, patterns, indices, weights, propagators, detector_
     return variables, jnp.mean(losses)
 
 
-def make_runner(settings: EpieSettings, measurements: Measurements, state: ReconState, seed: int) -> ConventionalRunner:
-    """Runner for ``settings`` on ``measurements`` starting from ``state`` (``seed`` is
-    unused: ePIE makes no random choices beyond the grouping)."""
+def make_runner(settings: EpieSettings, measurements: Measurements, state: ReconState) -> ConventionalRunner:
+    """Runner for ``settings`` on ``measurements`` starting from ``state``."""
     return ConventionalRunner(epie_iteration, ("beta_object", "beta_probe"), settings, measurements, state)

@@ -69,11 +69,6 @@ def _direction(kind: SolverKind, learning_rate) -> optax.GradientTransformationE
     return optax.chain(inner, optax.scale(-1.0), optax.scale_by_learning_rate(learning_rate, flip_sign=False))
 
 
-def _step(kind, learning_rate, gradient, state, param, value):
-    updates, state = _direction(kind, learning_rate).update(gradient, state, param, value=value)
-    return updates, state
-
-
 @partial(jax.jit, static_argnames=("structure",))
 def gradient_iteration(variables, solver_states, patterns, indices, weights, propagators, detector_ramp, hyper, structure: Structure):
     """One pass over all groups. variables (object, probe, positions); solver_states
@@ -92,9 +87,9 @@ def gradient_iteration(variables, solver_states, patterns, indices, weights, pro
             return data + cost, data
 
         (total, data), (g_obj, g_probe, g_pos) = jax.value_and_grad(loss_fn, argnums=(0, 1, 2), has_aux=True)(obj, probe, positions)
-        u_obj, s_obj = _step(structure.object_solver, hyper["object_lr"], jnp.conj(g_obj), s_obj, obj, total)
-        u_probe, s_probe = _step(structure.probe_solver, hyper["probe_lr"], jnp.conj(g_probe), s_probe, probe, total)
-        u_pos, s_pos = _step(POSITION_SOLVER, hyper["position_step"], g_pos, s_pos, positions, total)
+        u_obj, s_obj = _direction(structure.object_solver, hyper["object_lr"]).update(jnp.conj(g_obj), s_obj, obj, value=total)
+        u_probe, s_probe = _direction(structure.probe_solver, hyper["probe_lr"]).update(jnp.conj(g_probe), s_probe, probe, value=total)
+        u_pos, s_pos = _direction(POSITION_SOLVER, hyper["position_step"]).update(g_pos, s_pos, positions, value=total)
         in_group = jnp.zeros(positions.shape[0], positions.dtype).at[idx].max(w)[:, None]
         u_pos = jnp.clip(u_pos, -structure.max_step_px, structure.max_step_px) * in_group * hyper["positions_on"]
         moved = model.keep_windows_inside(positions + u_pos, probe.shape[-2:], obj.shape[-2:])
@@ -108,7 +103,7 @@ def gradient_iteration(variables, solver_states, patterns, indices, weights, pro
 class GradientRunner:
     """Holds the solver states and schedules of one gradient engine run."""
 
-    def __init__(self, settings: GradientSettings, measurements: Measurements, state: ReconState, seed: int):
+    def __init__(self, settings: GradientSettings, measurements: Measurements, state: ReconState):
         n = settings.iterations
         self.measurements = measurements
         self.settings = settings
@@ -152,5 +147,5 @@ class GradientRunner:
         return replace(state, object=obj, probe=probe, positions_px=positions), float(loss)
 
 
-def make_runner(settings: GradientSettings, measurements: Measurements, state: ReconState, seed: int) -> GradientRunner:
-    return GradientRunner(settings, measurements, state, seed)
+def make_runner(settings: GradientSettings, measurements: Measurements, state: ReconState) -> GradientRunner:
+    return GradientRunner(settings, measurements, state)

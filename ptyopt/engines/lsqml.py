@@ -265,7 +265,6 @@ def lsqml_iteration(variables, patterns, indices, weights, propagators, detector
     return variables, jnp.mean(losses)
 
 
-def make_runner(settings: LsqmlSettings, measurements: Measurements, state: ReconState, seed: int) -> ConventionalRunner:
-    """Runner for ``settings`` on ``measurements`` starting from ``state`` (``seed`` is
-    unused: LSQML makes no random choices beyond the grouping)."""
+def make_runner(settings: LsqmlSettings, measurements: Measurements, state: ReconState) -> ConventionalRunner:
+    """Runner for ``settings`` on ``measurements`` starting from ``state``."""
     return ConventionalRunner(lsqml_iteration, ("beta_object", "beta_probe", "illum_reg_object", "illum_reg_probe"), settings, measurements, state)
