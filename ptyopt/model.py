@@ -142,5 +142,3 @@ def slice_propagators(
         return jnp.zeros((0, *window), dtype)
     return jnp.stack(stack)
 
-
-far_field_intensities_jit = jax.jit(far_field_intensities)

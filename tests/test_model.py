@@ -64,10 +64,11 @@ def test_probe_modes_add_incoherently():
 def test_float32_by_default_float64_selectable(x64):
     obj = jnp.ones((1, 2 * N, 2 * N), jnp.complex64)
     props = model.slice_propagators((N, N), SAMPLING, ENERGY, [1.0])
-    out32 = model.far_field_intensities_jit(obj, probe(), jnp.array([[N, N]], jnp.float32), props)
+    far_field_intensities = jax.jit(model.far_field_intensities)
+    out32 = far_field_intensities(obj, probe(), jnp.array([[N, N]], jnp.float32), props)
     assert out32.dtype == jnp.float32
     props64 = model.slice_propagators((N, N), SAMPLING, ENERGY, [1.0], dtype=jnp.complex128)
-    out64 = model.far_field_intensities_jit(obj.astype(jnp.complex128), probe(jnp.complex128), jnp.array([[N, N]], jnp.float64), props64)
+    out64 = far_field_intensities(obj.astype(jnp.complex128), probe(jnp.complex128), jnp.array([[N, N]], jnp.float64), props64)
     assert out64.dtype == jnp.float64
 
 

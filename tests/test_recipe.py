@@ -14,8 +14,7 @@ def test_shipped_recipes_load_and_fit():
     for name in available_recipes():
         recipe = load_recipe(name)
         specimen = build_specimen(recipe.structure.name, tuple(recipe.structure.lateral_repeats), recipe.structure.thickness_A)
-        sampling = derive_sampling(recipe, specimen.cell_edge_A)
-        assert sampling.max_angle_mrad > recipe.optics.semiangle_mrad
+        derive_sampling(recipe, specimen.cell_edge_A)  # raises unless the detector reaches beyond the bright-field disc
         assert abs(specimen.lateral_strain) < 0.02
 
 

@@ -13,7 +13,7 @@ from ptyopt import physics
 from ptyopt.constraints import CONSTRAINTS, apply_constraints, depth_blur_matrix, parse_constraints
 from ptyopt.errors import ConfigError
 from ptyopt.initial import Geometry, Measurements, ReconState
-from ptyopt.regularizers import REGULARIZERS, SMOOTHING, parse_regularizers
+from ptyopt.regularizers import REGULARIZERS, parse_regularizers
 
 S, H, W, N = 3, 24, 32, 32
 
@@ -186,10 +186,6 @@ def test_reciprocal_probe_costs_of_a_shifted_delta():
     step = 2 * np.sin(np.pi * shift / N)  # |Ψ(k+1) − Ψ(k)|, stopping at ±Nyquist
     assert cost("probe_recip_tikhonov", ones(), probe) == pytest.approx(step**2 * (N - 1) / N, rel=1e-3)
     assert cost("probe_recip_tv", ones(), probe) == pytest.approx(step * (N - 1) / N, rel=1e-3)
-
-
-def test_smoothing_is_small():
-    assert SMOOTHING <= 1e-3
 
 
 # ------------------------------------------------------------------------ constraints

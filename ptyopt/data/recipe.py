@@ -145,11 +145,10 @@ def validate_recipe(recipe: DatasetRecipe) -> DatasetRecipe:
 
 @dataclass(frozen=True)
 class Sampling:
-    """Grids implied by a recipe. cell_edge_A: lateral cell L [Å]; pixel_size_A:
+    """Grids implied by a recipe on a lateral cell L [Å]. pixel_size_A:
     reconstruction pixel dx = L/(pixels·bin); simulation_gpts: abTEM grid points per
     edge; angular_sampling_mrad: detector pitch; max_angle_mrad: detector half-width."""
 
-    cell_edge_A: float
     pixel_size_A: float
     simulation_gpts: int
     angular_sampling_mrad: float
@@ -231,7 +230,7 @@ def derive_sampling(recipe: DatasetRecipe, cell_edge_A: float) -> Sampling:
     radius = physics.probe_radius_A(o.energy_kV * 1e3, o.semiangle_mrad, widest)
     _require(max_angle > o.semiangle_mrad, "detector", f"the detector reaches {max_angle:.1f} mrad, inside the {o.semiangle_mrad} mrad bright-field disc; use more pixels or a smaller cell")
     _require(2 * radius < window, "detector", f"the probe window ({window:.1f} Å = cell/bin) does not hold the probe (diameter ~{2 * radius:.1f} Å); use a larger cell, smaller bin or less defocus (or focal spread)")
-    return Sampling(cell_edge_A, pixel, d.pixels * d.bin * recipe.simulation.oversampling, pitch, max_angle)
+    return Sampling(pixel, d.pixels * d.bin * recipe.simulation.oversampling, pitch, max_angle)
 
 
 def recipe_to_dict(recipe: DatasetRecipe) -> dict[str, Any]:

@@ -24,13 +24,12 @@ RMS_DISPLACEMENT_A = {"Sr": 0.0835, "Ti": 0.0712, "O": 0.0907, "Si": 0.0763}
 @dataclass(frozen=True)
 class Specimen:
     """A slab: atoms [Å], lateral cell edge [Å], thickness [Å], strain applied to
-    square the cell (relative, y minus x), and the repeat unit along the beam [Å]."""
+    square the cell (relative, y minus x)."""
 
     atoms: Atoms
     cell_edge_A: float
     thickness_A: float
     lateral_strain: float
-    period_z_A: float
 
 
 def _srtio3_001() -> Atoms:
@@ -74,4 +73,4 @@ def build_specimen(name: str, lateral_repeats: tuple[int, int], thickness_A: flo
     edge = 0.5 * (edge_x + edge_y)
     atoms.set_cell([edge, edge, period_z * n_z], scale_atoms=True)
     atoms.center(axis=2)
-    return Specimen(atoms, float(edge), period_z * n_z, float((edge_y - edge_x) / edge), period_z)
+    return Specimen(atoms, float(edge), period_z * n_z, float((edge_y - edge_x) / edge))

@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ptyopt.benchmarks.report import environment_lines
 from ptyopt.data.file import DatasetFileError, read_dataset
-from ptyopt.metrics import object_potential_V_A, remove_gauge, score_projected_potential, tile_periodic
+from ptyopt.metrics import object_potential_V_A, remove_gauge, score_projected_potential, truth_on_fov
 from ptyopt.study.artifacts import read_trial
 
 #: Trial states that count as finished for the throughput.
@@ -315,10 +315,8 @@ def best_images(trial: FrozenTrial) -> BestImages:
         raise FigureSkipped(f"dataset {recon.dataset_path} has no ground truth")
     potential = object_potential_V_A(recon.object, truth.sigma_per_V_A).sum(axis=0)
     score = score_projected_potential(potential, truth.projected_V_A, recon.origin_px, recon.field_of_view)
-    origin = (recon.origin_px[0] + score.shift_px[0], recon.origin_px[1] + score.shift_px[1])
-    tiled = tile_periodic(truth.projected_V_A, potential.shape, origin)
-    gauge_free = [remove_gauge(image[recon.field_of_view]) for image in (potential, tiled)]
-    return BestImages(trial.number, gauge_free[0], gauge_free[1], recon.pixel_size_A, score.nrmse)
+    target = truth_on_fov(truth.projected_V_A, potential.shape, np.add(recon.origin_px, score.shift_px), recon.field_of_view)
+    return BestImages(trial.number, remove_gauge(potential[recon.field_of_view]), target, recon.pixel_size_A, score.nrmse)
 
 
 def plot_best_reconstruction(study: optuna.Study, columns: Columns, path: Path) -> Path:
