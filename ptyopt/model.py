@@ -12,6 +12,8 @@ stepped with ``lax.scan`` so compile time does not grow with the number of slice
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -89,11 +91,48 @@ def group_exit_waves(
     object_slices (S, H, W) complex; probe_modes (M, N, N); positions_px (G, 2) probe
     centres (y, x) in object pixels; propagators (S − 1, N, N) from
     :func:`slice_propagators`."""
+    return group_forward(object_slices, probe_modes, positions_px, propagators, far_field=False).exit_wave
+
+
+class GroupForward(NamedTuple):
+    """One group through the model (see :func:`group_forward`): window corners (G, 2)
+    int32 where the patches were cut, sub-pixel remainders (G, 2) the probe was shifted
+    by, transmissions (S, G, N, N), the wave incident on every slice (S, G, M, N, N)
+    (``None`` unless kept), the exit wave (G, M, N, N), and (unless not asked for) the
+    far field Ψ (G, M, N, N) of the exit wave times the detector ramp and the intensity
+    Σ_modes |Ψ|² (G, N, N)."""
+
+    corners: jnp.ndarray
+    remainders: jnp.ndarray
+    transmissions: jnp.ndarray
+    incidents: jnp.ndarray | None
+    exit_wave: jnp.ndarray
+    far_field: jnp.ndarray | None
+    intensity: jnp.ndarray | None
+
+
+def group_forward(
+    object_slices: jnp.ndarray,
+    probe_modes: jnp.ndarray,
+    positions_px: jnp.ndarray,
+    propagators: jnp.ndarray,
+    detector_ramp: jnp.ndarray | None = None,
+    keep_incident: bool = False,
+    far_field: bool = True,
+) -> GroupForward:
+    """The whole forward pass of a group, keeping what the conventional engines update
+    from; arguments as for :func:`group_exit_waves`. Corners are clamped as
+    ``lax.dynamic_slice`` clamps them, so updates land where the patches were cut."""
     window = probe_modes.shape[-2:]
     corners, remainders = split_positions(positions_px, window)
-    patches = object_patches(object_slices, corners, window)
-    incident = shifted_probes(probe_modes, remainders.astype(jnp.finfo(probe_modes.dtype).dtype))
-    return exit_waves(patches, incident, propagators)
+    corners = jnp.clip(corners, 0, jnp.array(object_slices.shape[-2:]) - jnp.array(window))
+    remainders = remainders.astype(jnp.finfo(probe_modes.dtype).dtype)
+    transmissions = jnp.moveaxis(object_patches(object_slices, corners, window), 1, 0)
+    exit_wave, incidents = multislice(transmissions, shifted_probes(probe_modes, remainders), propagators, keep_incident)
+    if not far_field:
+        return GroupForward(corners, remainders, transmissions, incidents, exit_wave, None, None)
+    psi = jnp.fft.fft2(exit_wave if detector_ramp is None else exit_wave * detector_ramp, norm="ortho")
+    return GroupForward(corners, remainders, transmissions, incidents, exit_wave, psi, jnp.sum(jnp.abs(psi) ** 2, axis=1))
 
 
 def far_field_intensities(
@@ -107,11 +146,7 @@ def far_field_intensities(
     arguments as for :func:`group_exit_waves`. ``detector_ramp`` (N, N) from
     :func:`detector_offset_ramp` samples the far field off the integer grid, as a
     binned detector does."""
-    waves = group_exit_waves(object_slices, probe_modes, positions_px, propagators)
-    if detector_ramp is not None:
-        waves = waves * detector_ramp
-    far_field = jnp.fft.fft2(waves, norm="ortho")
-    return jnp.sum(jnp.abs(far_field) ** 2, axis=1)
+    return group_forward(object_slices, probe_modes, positions_px, propagators, detector_ramp).intensity
 
 
 def detector_offset_ramp(window: tuple[int, int], offset_px: tuple[float, float], dtype=jnp.complex64) -> jnp.ndarray:

@@ -59,17 +59,13 @@ def _slice_updates(exit_update, transmission, incident):
     return d_object, d_wave
 
 
-def _group_update(obj, probe, corners, remainders, measured, propagators, detector_ramp, noise, epsilon):
-    """Per-position updates of one group: ΔO (S, G, N, N), Δprobe (G, M, N, N) already
-    shifted back by the sub-pixel remainders, and per-position losses (G,)."""
-    window = probe.shape[-2:]
-    slices_first = jnp.moveaxis(model.object_patches(obj, corners, window), 1, 0)  # (S, G, N, N)
-    incident = model.shifted_probes(probe, remainders)
-
-    exit_wave, incidents = model.multislice(slices_first, incident, propagators, keep_incident=True)  # incidents (S, G, M, N, N)
-    far_field = jnp.fft.fft2(exit_wave * detector_ramp, norm="ortho")
-    intensity = jnp.sum(jnp.abs(far_field) ** 2, axis=1)
-    chi = noise.wavefront_update(far_field, intensity, measured, epsilon)
+def _group_update(obj, probe, group_positions, measured, propagators, detector_ramp, noise, epsilon):
+    """Per-position updates of one group: the window corners (G, 2) they belong at,
+    ΔO (S, G, N, N), Δprobe (G, M, N, N) already shifted back by the sub-pixel
+    remainders, and per-position losses (G,)."""
+    forward = model.group_forward(obj, probe, group_positions, propagators, detector_ramp, keep_incident=True)
+    slices_first, incidents, intensity = forward.transmissions, forward.incidents, forward.intensity
+    chi = noise.wavefront_update(forward.far_field, intensity, measured, epsilon)
     exit_update = jnp.fft.ifft2(chi, norm="ortho") * jnp.conj(detector_ramp)
 
     # Backward: slices S−1 … 1 pass their wave update through the adjoint propagator.
@@ -82,8 +78,8 @@ def _group_update(obj, probe, corners, remainders, measured, propagators, detect
     d_object_0, d_probe = _slice_updates(first_update, slices_first[0], incidents[0])
     d_objects = jnp.concatenate([d_object_0[None], d_objects])
     # The incident probe was shifted by +r: shift its update back by −r onto the probe grid.
-    d_probe = jax.vmap(lambda d, r: model.shifted_probes(d, -r[None])[0])(d_probe, remainders)
-    return d_objects, d_probe, noise.loss(intensity, measured, epsilon)
+    d_probe = jax.vmap(lambda d, r: model.shifted_probes(d, -r[None])[0])(d_probe, forward.remainders)
+    return forward.corners, d_objects, d_probe, noise.loss(intensity, measured, epsilon)
 
 
 @partial(jax.jit, static_argnames=("structure",))
@@ -93,19 +89,13 @@ def epie_iteration(variables, patterns, indices, weights, propagators, detector_
     beta_probe, epsilon, probe_on, position_step, positions_on. Returns the new variables
     and the mean data loss per position (before each group's update)."""
     noise = noise_model(structure.noise)
-    real = jnp.finfo(variables[1].dtype).dtype
 
     def group_step(carry, group):
         obj, probe, positions = carry
         idx, w = group
         window = probe.shape[-2:]
-        corners, remainders = model.split_positions(positions[idx], window)
-        # Clamp as lax.dynamic_slice does, so the update lands where the patch was cut.
-        corners = jnp.clip(corners, 0, jnp.array(obj.shape[-2:]) - jnp.array(window))
         measured = patterns[idx]
-        d_objects, d_probe, losses = _group_update(
-            obj, probe, corners, remainders.astype(real), measured, propagators, detector_ramp, noise, hyper["epsilon"]
-        )
+        corners, d_objects, d_probe, losses = _group_update(obj, probe, positions[idx], measured, propagators, detector_ramp, noise, hyper["epsilon"])
 
         positions = corrected_positions(
             obj, probe, positions, idx, w, measured, propagators, detector_ramp,

@@ -111,14 +111,6 @@ def _normalised(total: jnp.ndarray, illumination: jnp.ndarray, reg: jnp.ndarray)
     return total / (illumination + reg * jnp.max(illumination) + _tiny(illumination))
 
 
-def _forward(transmissions: jnp.ndarray, incident: jnp.ndarray, propagators: jnp.ndarray, detector_ramp: jnp.ndarray):
-    """:func:`model.multislice` keeping the incident waves: transmissions (S, G, N, N),
-    incident (G, M, N, N) → incidents (S, G, M, N, N) and the far field Ψ (G, M, N, N)
-    as :func:`model.far_field_intensities` forms it."""
-    exit_wave, incidents = model.multislice(transmissions, incident, propagators, keep_incident=True)
-    return incidents, jnp.fft.fft2(exit_wave * detector_ramp, norm="ortho")
-
-
 def _lsq_steps(chi: jnp.ndarray, u: jnp.ndarray, v: jnp.ndarray, windows: Windows) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Per-position steps (α_O, α_P) (G,), each ≥ 0, of the regularised least-squares
     fit χ_j ≈ α_O·u_j + α_P·v_j; all arrays (G, M, N, N)."""
@@ -215,17 +207,10 @@ def _first_slice_step(chi, transmission, incident, remainders, windows: Windows,
 def _group_update(obj, probe, group_positions, weights, measured, propagators, detector_ramp, hyper, noise: NoiseModel):
     """New object and probe after one group's LSQML step, and the group's per-position
     losses (G,) before it."""
-    window = probe.shape[-2:]
-    corners, remainders = model.split_positions(group_positions, window)
-    # Clamp as lax.dynamic_slice would, so that updates land where the patches were cut.
-    corners = jnp.clip(corners, 0, jnp.array(obj.shape[-2:]) - jnp.array(window))
-    remainders = remainders.astype(jnp.finfo(probe.dtype).dtype)
-    windows = Windows(corners, weights, window, obj.shape[-2:])
-    transmissions = jnp.moveaxis(model.object_patches(obj, corners, window), 1, 0)  # (S, G, N, N)
-
-    incidents, far_field = _forward(transmissions, model.shifted_probes(probe, remainders), propagators, detector_ramp)
-    intensity = jnp.sum(jnp.abs(far_field) ** 2, axis=1)
-    chi = noise.wavefront_update(far_field, intensity, measured, hyper["epsilon"])
+    forward = model.group_forward(obj, probe, group_positions, propagators, detector_ramp, keep_incident=True)
+    transmissions, incidents, remainders, intensity = forward.transmissions, forward.incidents, forward.remainders, forward.intensity
+    windows = Windows(forward.corners, weights, probe.shape[-2:], obj.shape[-2:])
+    chi = noise.wavefront_update(forward.far_field, intensity, measured, hyper["epsilon"])
     chi = jnp.fft.ifft2(chi, norm="ortho") * jnp.conj(detector_ramp)  # back to the exit plane
 
     first_chi, upper_updates = jax.lax.scan(
