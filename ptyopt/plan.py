@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import OmegaConf
 
@@ -47,7 +47,10 @@ class EngineSettings:
     """Settings every engine has. ``probe_modes``/``slices``: change the number of probe
     modes / object slices when this engine starts (``null`` keeps them).
     ``probe_update_start``: first iteration that updates the probe. ``constraints``:
-    name → settings (see :mod:`ptyopt.constraints`)."""
+    name → settings (see :mod:`ptyopt.constraints`). ``SCHEDULED``: the engine's own
+    settings that may be schedules."""
+
+    SCHEDULED: ClassVar[tuple[str, ...]] = ()
 
     kind: str = "gradient"
     iterations: int = 20
@@ -89,6 +92,8 @@ class GradientSettings(EngineSettings):
 class EpieSettings(EngineSettings):
     """ePIE/3PIE: step sizes β for object and probe (numbers or schedules)."""
 
+    SCHEDULED: ClassVar[tuple[str, ...]] = ("beta_object", "beta_probe")  # numbers or schedules, arrays in the step
+
     kind: str = "epie"
     group_size: int = 1
     beta_object: Any = 1.0
@@ -100,6 +105,8 @@ class LsqmlSettings(EngineSettings):
     """LSQML: damping β of the per-group optimal steps, and the illumination
     regularisation (relative to the maximum illumination) of object and probe updates."""
 
+    SCHEDULED: ClassVar[tuple[str, ...]] = ("beta_object", "beta_probe", "illum_reg_object", "illum_reg_probe")
+
     kind: str = "lsqml"
     beta_object: Any = 0.9
     beta_probe: Any = 0.9
@@ -108,7 +115,6 @@ class LsqmlSettings(EngineSettings):
 
 
 ENGINE_SETTINGS: dict[str, type[EngineSettings]] = {"gradient": GradientSettings, "epie": EpieSettings, "lsqml": LsqmlSettings}
-SCHEDULED_FIELDS = ("beta_object", "beta_probe", "illum_reg_object", "illum_reg_probe")
 
 
 @dataclass
@@ -142,9 +148,8 @@ def _check_engine(engine: EngineSettings, where: str) -> None:
         value = getattr(engine, key)
         _require(value is None or (isinstance(value, int) and value >= 1), f"{where}.{key}", f"must be an integer >= 1 or null, got {value!r}")
     make_schedule(engine.position_correction.step, f"{where}.position_correction.step", engine.iterations)
-    for name in SCHEDULED_FIELDS:
-        if hasattr(engine, name):
-            make_schedule(getattr(engine, name), f"{where}.{name}", engine.iterations)
+    for name in engine.SCHEDULED:
+        make_schedule(getattr(engine, name), f"{where}.{name}", engine.iterations)
     parse_constraints(engine.constraints, f"{where}.constraints")
     if isinstance(engine, GradientSettings):
         parse_regularizers(engine.regularizers, f"{where}.regularizers", engine.iterations)

@@ -115,4 +115,4 @@ def epie_iteration(variables, patterns, indices, weights, propagators, detector_
 
 def make_runner(settings: EpieSettings, measurements: Measurements, state: ReconState) -> ConventionalRunner:
     """Runner for ``settings`` on ``measurements`` starting from ``state``."""
-    return ConventionalRunner(epie_iteration, ("beta_object", "beta_probe"), settings, measurements, state)
+    return ConventionalRunner(epie_iteration, settings.SCHEDULED, settings, measurements, state)

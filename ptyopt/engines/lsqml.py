@@ -252,4 +252,4 @@ def lsqml_iteration(variables, patterns, indices, weights, propagators, detector
 
 def make_runner(settings: LsqmlSettings, measurements: Measurements, state: ReconState) -> ConventionalRunner:
     """Runner for ``settings`` on ``measurements`` starting from ``state``."""
-    return ConventionalRunner(lsqml_iteration, ("beta_object", "beta_probe", "illum_reg_object", "illum_reg_probe"), settings, measurements, state)
+    return ConventionalRunner(lsqml_iteration, settings.SCHEDULED, settings, measurements, state)
