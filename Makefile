@@ -12,6 +12,8 @@ run: $(STAMP)
 	$(BIN)/python -m ptyopt report study=quickstart
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 bench-forward: $(STAMP)

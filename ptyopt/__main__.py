@@ -52,10 +52,16 @@ def _study(config, plan_values) -> None:
 
 def _summarise(study, config) -> None:
     states = [t.state.name for t in study.trials]
-    print(f"study {config.study.name}: " + ", ".join(f"{states.count(s)} {s.lower()}" for s in sorted(set(states))))
+    print(
+        f"study {config.study.name}: "
+        + ", ".join(f"{states.count(s)} {s.lower()}" for s in sorted(set(states)))
+    )
     if len(study.directions) == 1 and any(s == "COMPLETE" for s in states):
         best = study.best_trial
-        print(f"  best trial {best.number}: {config.objective.metrics[0]} = {best.value:.4g} with {best.params}")
+        print(
+            f"  best trial {best.number}: {config.objective.metrics[0]} = {best.value:.4g} "
+            f"with {best.params}"
+        )
 
 
 def _report(config, plan_values) -> None:
@@ -68,9 +74,15 @@ def _report(config, plan_values) -> None:
         from ptyopt.study.arms import arms_of
         from ptyopt.study.comparison import ArmResult, write_comparison_report
 
-        results = [ArmResult(arm, _load_study(arm.config, required=False)) for arm in arms_of(config, _cli_overrides())]
+        results = [
+            ArmResult(arm, _load_study(arm.config, required=False))
+            for arm in arms_of(config, _cli_overrides())
+        ]
         if not any(r.study for r in results):
-            raise ConfigError(f"study.name: no arm of {config.study.name!r} has been run; run python -m ptyopt study={config.study.name} first")
+            raise ConfigError(
+                f"study.name: no arm of {config.study.name!r} has been run; "
+                f"run python -m ptyopt study={config.study.name} first"
+            )
         written = write_comparison_report(config.study.name, results, out_dir, command)
     else:
         written = write_study_report(_load_study(config, required=True), out_dir, command)
@@ -78,7 +90,8 @@ def _report(config, plan_values) -> None:
 
 
 def _load_study(config, required: bool):
-    """The study's storage entry; ``None`` (or a ConfigError if ``required``) when it has not been run."""
+    """The study's storage entry; ``None`` (or a ConfigError if ``required``) when it has not
+    been run."""
     import optuna
 
     from ptyopt.study.components import make_storage
@@ -91,7 +104,9 @@ def _load_study(config, required: bool):
             raise ConfigError(missing)
         return None
     try:
-        return optuna.load_study(study_name=config.study.name, storage=make_storage(config.storage, folder))
+        return optuna.load_study(
+            study_name=config.study.name, storage=make_storage(config.storage, folder)
+        )
     except KeyError:
         if required:
             raise ConfigError(missing) from None
@@ -112,12 +127,21 @@ def _reconstruct(config, plan_values) -> None:
     dataset, _ = dataset_for(config)
     measurements = measurements_from(dataset)
     total = sum(engine.iterations for engine in plan.engines)
-    scores = EveryKScores(lambda s: score_metrics(s.object, dataset, measurements)["nrmse"], config.study.score_every, total)
+    scores = EveryKScores(
+        lambda s: score_metrics(s.object, dataset, measurements)["nrmse"],
+        config.study.score_every,
+        total,
+    )
     started = time.perf_counter()
-    state = run_plan(plan, measurements, observers=[scores, ProgressBar(total, scores, label="NRMSE")])
+    state = run_plan(
+        plan, measurements, observers=[scores, ProgressBar(total, scores, label="NRMSE")]
+    )
     seconds = time.perf_counter() - started
     final = score_metrics(state.object, dataset, measurements)
-    print(f"{' → '.join(f'{e.kind} ×{e.iterations}' for e in plan.engines)} on {dataset.name}: {seconds:.1f} s (compilation and scoring included)")
+    print(
+        f"{' → '.join(f'{e.kind} ×{e.iterations}' for e in plan.engines)} on {dataset.name}: "
+        f"{seconds:.1f} s (compilation and scoring included)"
+    )
     print("  NRMSE by iteration: " + ", ".join(f"{i}: {v:.3f}" for i, v in scores.history))
     print("  final: " + ", ".join(f"{name} {value:.4g}" for name, value in final.items()))
 
@@ -127,7 +151,10 @@ def _simulate(config, plan_values) -> None:
 
     dataset, path = dataset_for(config)
     print(f"dataset {dataset.name}: {path}")
-    print(f"  {dataset.n_positions} positions, {dataset.detector_shape[0]}² px, pixel {dataset.pixel_size_A:.3f} Å, dose {dataset.dose_e_per_A2:g} e/Å²")
+    print(
+        f"  {dataset.n_positions} positions, {dataset.detector_shape[0]}² px, "
+        f"pixel {dataset.pixel_size_A:.3f} Å, dose {dataset.dose_e_per_A2:g} e/Å²"
+    )
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
@@ -138,7 +165,9 @@ def _app(cfg: DictConfig) -> None:
 
     try:
         config, plan_values = validate(cfg)
-        {"study": _study, "report": _report, "reconstruct": _reconstruct, "simulate": _simulate}[_command["name"]](config, plan_values)
+        {"study": _study, "report": _report, "reconstruct": _reconstruct, "simulate": _simulate}[
+            _command["name"]
+        ](config, plan_values)
     except (ConfigError, DatasetFileError, DivergenceError) as err:
         _fail(str(err))
 

@@ -25,7 +25,13 @@ import numpy as np
 from ptyopt import physics
 from ptyopt.errors import ConfigError
 from ptyopt.gating import Gate, split_gate
-from ptyopt.initial import Measurements, ReconState, log_transmission, mix_slices, orthogonalize_modes
+from ptyopt.initial import (
+    Measurements,
+    ReconState,
+    log_transmission,
+    mix_slices,
+    orthogonalize_modes,
+)
 
 ConstraintFn = Callable[[ReconState, Measurements, Mapping[str, float]], ReconState]
 Check = Callable[[Mapping[str, Any]], "tuple[str, str] | None"]
@@ -42,8 +48,12 @@ class ConstraintSpec:
 
 
 # the masks' builders, compiled once per grid (JAX op by op is slow on the host)
-_soft_aperture = jax.jit(physics.soft_aperture, static_argnames=("shape", "sampling_A", "energy_eV", "dtype"))
-_bandlimit_mask = jax.jit(physics.bandlimit_mask, static_argnames=("shape", "sampling_A", "fraction", "taper", "dtype"))
+_soft_aperture = jax.jit(
+    physics.soft_aperture, static_argnames=("shape", "sampling_A", "energy_eV", "dtype")
+)
+_bandlimit_mask = jax.jit(
+    physics.bandlimit_mask, static_argnames=("shape", "sampling_A", "fraction", "taper", "dtype")
+)
 
 
 # ----------------------------------------------------------------------------- object
@@ -55,7 +65,9 @@ def _clamp_amplitude(obj, low, high):
     return (amplitude * jnp.exp(1j * jnp.angle(obj))).astype(obj.dtype)
 
 
-def _amplitude_clamp(state: ReconState, measurements: Measurements, params: Mapping[str, float]) -> ReconState:
+def _amplitude_clamp(
+    state: ReconState, measurements: Measurements, params: Mapping[str, float]
+) -> ReconState:
     """Object amplitude clipped to [min, max], phase kept."""
     return replace(state, object=_clamp_amplitude(state.object, params["min"], params["max"]))
 
@@ -78,14 +90,18 @@ def depth_blur_matrix(n_slices: int, sigma: float) -> np.ndarray:
     return matrix
 
 
-def _layer_blur(state: ReconState, measurements: Measurements, params: Mapping[str, float]) -> ReconState:
+def _layer_blur(
+    state: ReconState, measurements: Measurements, params: Mapping[str, float]
+) -> ReconState:
     """Gaussian blur along z of the log-transmission with std ``sigma`` [slices]
     (mirror boundaries, see :func:`depth_blur_matrix`): couples neighbouring slices,
     keeps the projected phase and log-amplitude; one slice is left unchanged."""
     n_slices = state.object.shape[0]
     if n_slices == 1:
         return state
-    weights = jnp.asarray(depth_blur_matrix(n_slices, float(params["sigma"])), jnp.real(state.object).dtype)
+    weights = jnp.asarray(
+        depth_blur_matrix(n_slices, float(params["sigma"])), jnp.real(state.object).dtype
+    )
     return replace(state, object=mix_slices(state.object, weights))
 
 
@@ -95,13 +111,21 @@ def _filter_log(obj, mask):
     return jnp.exp(jnp.fft.ifft2(spectrum)).astype(obj.dtype)
 
 
-def _object_low_pass(state: ReconState, measurements: Measurements, params: Mapping[str, float]) -> ReconState:
+def _object_low_pass(
+    state: ReconState, measurements: Measurements, params: Mapping[str, float]
+) -> ReconState:
     """Lateral Fourier low pass of each slice's log-transmission: 1 below ``fraction``
     of the Nyquist frequency, 0 above, with a raised-cosine edge ``taper``·(2·Nyquist)
     wide (:func:`ptyopt.physics.bandlimit_mask`; the defaults are the forward model's
     anti-aliasing band limit)."""
     real = jnp.real(state.object).dtype
-    mask = _bandlimit_mask(shape=state.object.shape[-2:], sampling_A=1.0, fraction=float(params["fraction"]), taper=float(params["taper"]), dtype=real)
+    mask = _bandlimit_mask(
+        shape=state.object.shape[-2:],
+        sampling_A=1.0,
+        fraction=float(params["fraction"]),
+        taper=float(params["taper"]),
+        dtype=real,
+    )
     return replace(state, object=_filter_log(state.object, mask))
 
 
@@ -139,7 +163,9 @@ def _remove_plane(obj, offset, slope_y, slope_x, y0, x0):
     return obj.at[0].multiply(jnp.exp(-1j * plane).astype(obj.dtype))
 
 
-def _phase_ramp_removal(state: ReconState, measurements: Measurements, params: Mapping[str, float]) -> ReconState:
+def _phase_ramp_removal(
+    state: ReconState, measurements: Measurements, params: Mapping[str, float]
+) -> ReconState:
     """Fit a plane (constant and linear ramp) to the object's phase summed over slices,
     by least squares over the scanned field of view, and remove it from the whole
     first slice: the ramp is the gauge freedom of a shifted diffraction pattern (and
@@ -152,7 +178,9 @@ def _phase_ramp_removal(state: ReconState, measurements: Measurements, params: M
         return state
     real = jnp.real(state.object).dtype
     region = state.object[:, rows, cols]
-    plane = _fit_phase_plane(region, _ls_weights(region.shape[1], real), _ls_weights(region.shape[2], real))
+    plane = _fit_phase_plane(
+        region, _ls_weights(region.shape[1], real), _ls_weights(region.shape[2], real)
+    )
     return replace(state, object=_remove_plane(state.object, *plane, rows.start, cols.start))
 
 
@@ -164,7 +192,9 @@ def _mask_spectrum(probe, mask):
     return jnp.fft.ifft2(jnp.fft.fft2(probe) * mask).astype(probe.dtype)
 
 
-def _probe_support(state: ReconState, measurements: Measurements, params: Mapping[str, float]) -> ReconState:
+def _probe_support(
+    state: ReconState, measurements: Measurements, params: Mapping[str, float]
+) -> ReconState:
     """Reciprocal-space probe of every mode kept up to ``scale``·semiangle plus half a
     detector pixel (where the nominal soft aperture, :func:`ptyopt.physics.soft_aperture`,
     ends) and set to 0 beyond one more pixel, with a linear edge between. The edge lies
@@ -172,13 +202,25 @@ def _probe_support(state: ReconState, measurements: Measurements, params: Mappin
     unchanged instead of eroding its edge."""
     real = jnp.real(state.probe).dtype
     window = state.probe.shape[-2:]
-    pitch_mrad = physics.wavelength_A(measurements.energy_eV) / (min(window) * measurements.pixel_size_A) * 1e3
+    pitch_mrad = (
+        physics.wavelength_A(measurements.energy_eV)
+        / (min(window) * measurements.pixel_size_A)
+        * 1e3
+    )
     semiangle = float(params["scale"]) * measurements.semiangle_mrad + pitch_mrad
-    mask = _soft_aperture(shape=window, sampling_A=float(measurements.pixel_size_A), energy_eV=float(measurements.energy_eV), semiangle_mrad=semiangle, dtype=real)
+    mask = _soft_aperture(
+        shape=window,
+        sampling_A=float(measurements.pixel_size_A),
+        energy_eV=float(measurements.energy_eV),
+        semiangle_mrad=semiangle,
+        dtype=real,
+    )
     return replace(state, probe=_mask_spectrum(state.probe, mask))
 
 
-def _orthogonalize_probe_modes(state: ReconState, measurements: Measurements, params: Mapping[str, float]) -> ReconState:
+def _orthogonalize_probe_modes(
+    state: ReconState, measurements: Measurements, params: Mapping[str, float]
+) -> ReconState:
     """Probe modes made orthogonal (SVD), strongest first; Σ_m |ψ_m|² kept."""
     return replace(state, probe=orthogonalize_modes(state.probe))
 
@@ -188,7 +230,9 @@ def _rescale_power(probe, power):
     return (probe * jnp.sqrt(power / jnp.sum(jnp.abs(probe) ** 2))).astype(probe.dtype)
 
 
-def _fixed_probe_intensity(state: ReconState, measurements: Measurements, params: Mapping[str, float | None]) -> ReconState:
+def _fixed_probe_intensity(
+    state: ReconState, measurements: Measurements, params: Mapping[str, float | None]
+) -> ReconState:
     """Probe of all modes rescaled to the total power Σ_m Σ|ψ_m|² = ``value`` [counts]
     (null: the mean pattern intensity, the initial state's power): removes the scale
     ambiguity between probe and object amplitude."""
@@ -228,12 +272,20 @@ def _check_clamp(params: Mapping[str, Any]) -> tuple[str, str] | None:
 
 CONSTRAINTS: dict[str, ConstraintSpec] = {
     "amplitude_clamp": ConstraintSpec(_amplitude_clamp, {"min": 0.0, "max": 1.0}, _check_clamp),
-    "probe_support": ConstraintSpec(_probe_support, {"scale": 1.0}, _bounds(scale=(0.0, None, False))),
+    "probe_support": ConstraintSpec(
+        _probe_support, {"scale": 1.0}, _bounds(scale=(0.0, None, False))
+    ),
     "layer_blur": ConstraintSpec(_layer_blur, {"sigma": 1.0}, _bounds(sigma=(0.0, None, False))),
-    "object_low_pass": ConstraintSpec(_object_low_pass, {"fraction": 2 / 3, "taper": 0.01}, _bounds(fraction=(0.0, None, False), taper=(0.0, 0.5, True))),
+    "object_low_pass": ConstraintSpec(
+        _object_low_pass,
+        {"fraction": 2 / 3, "taper": 0.01},
+        _bounds(fraction=(0.0, None, False), taper=(0.0, 0.5, True)),
+    ),
     "phase_ramp_removal": ConstraintSpec(_phase_ramp_removal, {}),
     "orthogonalize_probe_modes": ConstraintSpec(_orthogonalize_probe_modes, {}),
-    "fixed_probe_intensity": ConstraintSpec(_fixed_probe_intensity, {"value": None}, _bounds(value=(0.0, None, False))),
+    "fixed_probe_intensity": ConstraintSpec(
+        _fixed_probe_intensity, {"value": None}, _bounds(value=(0.0, None, False))
+    ),
 }
 
 
@@ -245,7 +297,9 @@ class ActiveConstraint:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+    )
 
 
 def parse_constraints(settings: Mapping[str, Any], key: str) -> list[ActiveConstraint]:
@@ -259,15 +313,24 @@ def parse_constraints(settings: Mapping[str, Any], key: str) -> list[ActiveConst
         if name not in CONSTRAINTS:
             raise ConfigError(f"{where}: unknown constraint; choose from {sorted(CONSTRAINTS)}")
         if values is not None and not isinstance(values, Mapping):
-            raise ConfigError(f"{where}: expected a mapping of parameters (or null for the defaults), got {values!r}")
+            raise ConfigError(
+                f"{where}: expected a mapping of parameters (or null for the defaults), "
+                f"got {values!r}"
+            )
         gate, params = split_gate(values or {}, where)
         spec = CONSTRAINTS[name]
         unknown = set(params) - set(spec.defaults)
         if unknown:
-            raise ConfigError(f"{where}: unknown parameter(s) {sorted(unknown)}; allowed: {sorted(spec.defaults)} and start, stop, every")
+            raise ConfigError(
+                f"{where}: unknown parameter(s) {sorted(unknown)}; "
+                f"allowed: {sorted(spec.defaults)} and start, stop, every"
+            )
         for param, value in params.items():
             if not (_is_number(value) or (value is None and spec.defaults[param] is None)):
-                raise ConfigError(f"{where}.{param}: expected a finite number{' or null' if spec.defaults[param] is None else ''}, got {value!r}")
+                raise ConfigError(
+                    f"{where}.{param}: expected a finite number"
+                    f"{' or null' if spec.defaults[param] is None else ''}, got {value!r}"
+                )
         params = {**spec.defaults, **params}
         problem = spec.check(params) if spec.check else None
         if problem:
@@ -276,7 +339,12 @@ def parse_constraints(settings: Mapping[str, Any], key: str) -> list[ActiveConst
     return parsed
 
 
-def apply_constraints(state: ReconState, measurements: Measurements, constraints: list[ActiveConstraint], iteration: int) -> ReconState:
+def apply_constraints(
+    state: ReconState,
+    measurements: Measurements,
+    constraints: list[ActiveConstraint],
+    iteration: int,
+) -> ReconState:
     """Apply every constraint whose gate is open at ``iteration``, in order."""
     for constraint in constraints:
         if constraint.gate.active(iteration):

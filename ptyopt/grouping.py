@@ -43,7 +43,9 @@ def _bisect(order: np.ndarray, positions: np.ndarray, n_groups: int) -> list[np.
     sorted_order = order[np.argsort(pts[:, axis], kind="stable")]
     left_groups = n_groups // 2
     cut = round(len(order) * left_groups / n_groups)
-    return _bisect(sorted_order[:cut], positions, left_groups) + _bisect(sorted_order[cut:], positions, n_groups - left_groups)
+    return _bisect(sorted_order[:cut], positions, left_groups) + _bisect(
+        sorted_order[cut:], positions, n_groups - left_groups
+    )
 
 
 class Grouper:

@@ -76,7 +76,9 @@ def measurements_from(dataset: PtychoDataset, default_thickness_A: float = 10.0)
     n = dataset.detector_shape[0]
     offset = (n // 2 - dataset.pattern_centre_px[0], n // 2 - dataset.pattern_centre_px[1])
     truth = dataset.ground_truth
-    thickness = default_thickness_A if truth is None else truth.slice_thickness_A * len(truth.potential_V_A)
+    thickness = (
+        default_thickness_A if truth is None else truth.slice_thickness_A * len(truth.potential_V_A)
+    )
     geometry = object_geometry(dataset)
     return Measurements(
         patterns=jnp.asarray(np.fft.ifftshift(dataset.patterns, axes=(-2, -1))),
@@ -105,7 +107,13 @@ class ReconState:
 
     def propagators(self, measurements: Measurements) -> jnp.ndarray:
         """Propagators (S − 1, N, N) between this state's slices."""
-        return model.slice_propagators(measurements.geometry.window, measurements.pixel_size_A, measurements.energy_eV, self.slice_thicknesses_A, dtype=self.object.dtype)
+        return model.slice_propagators(
+            measurements.geometry.window,
+            measurements.pixel_size_A,
+            measurements.energy_eV,
+            self.slice_thicknesses_A,
+            dtype=self.object.dtype,
+        )
 
 
 def initial_state(measurements: Measurements, n_slices: int, n_modes: int, seed: int) -> ReconState:
@@ -113,7 +121,13 @@ def initial_state(measurements: Measurements, n_slices: int, n_modes: int, seed:
     scaled to the mean pattern intensity, ``n_modes`` modes (see :func:`with_probe_modes`),
     nominal positions."""
     window = measurements.geometry.window
-    probe = physics.probe_wave(window, measurements.pixel_size_A, measurements.energy_eV, measurements.semiangle_mrad, measurements.aberrations)
+    probe = physics.probe_wave(
+        window,
+        measurements.pixel_size_A,
+        measurements.energy_eV,
+        measurements.semiangle_mrad,
+        measurements.aberrations,
+    )
     probe = probe * jnp.sqrt(measurements.mean_pattern_counts)
     state = ReconState(
         object=jnp.ones((n_slices, *measurements.geometry.shape), jnp.complex64),
@@ -132,7 +146,9 @@ def orthogonalize_modes(probe: jnp.ndarray) -> jnp.ndarray:
     return (u * s).T.reshape(m, n1, n2).astype(probe.dtype)
 
 
-def with_probe_modes(state: ReconState, n_modes: int, seed: int, power_fraction: float = 0.05) -> ReconState:
+def with_probe_modes(
+    state: ReconState, n_modes: int, seed: int, power_fraction: float = 0.05
+) -> ReconState:
     """State with ``n_modes`` probe modes: extra modes are the first mode times seeded
     smooth random phase ramps, each carrying ``power_fraction`` of the first mode's
     power, then orthogonalised; fewer modes keep the strongest."""
@@ -148,8 +164,14 @@ def with_probe_modes(state: ReconState, n_modes: int, seed: int, power_fraction:
     for _ in range(n_modes - current):
         tilt = rng.normal(size=2) * 2 * np.pi
         phase = tilt[0] * coords[:, None] + tilt[1] * coords[None, :]
-        extra.append(state.probe[0] * jnp.asarray(np.exp(1j * phase), state.probe.dtype) * np.sqrt(power_fraction))
-    return replace(state, probe=orthogonalize_modes(jnp.concatenate([state.probe, jnp.stack(extra)])))
+        extra.append(
+            state.probe[0]
+            * jnp.asarray(np.exp(1j * phase), state.probe.dtype)
+            * np.sqrt(power_fraction)
+        )
+    return replace(
+        state, probe=orthogonalize_modes(jnp.concatenate([state.probe, jnp.stack(extra)]))
+    )
 
 
 def with_slices(state: ReconState, n_slices: int) -> ReconState:
@@ -161,9 +183,18 @@ def with_slices(state: ReconState, n_slices: int) -> ReconState:
     old_edges = np.concatenate([[0.0], np.cumsum(state.slice_thicknesses_A)])
     total = old_edges[-1]
     new_edges = np.linspace(0.0, total, n_slices + 1)
-    overlap = np.clip(np.minimum(new_edges[1:, None], old_edges[None, 1:]) - np.maximum(new_edges[:-1, None], old_edges[None, :-1]), 0, None)
+    overlap = np.clip(
+        np.minimum(new_edges[1:, None], old_edges[None, 1:])
+        - np.maximum(new_edges[:-1, None], old_edges[None, :-1]),
+        0,
+        None,
+    )
     weights = jnp.asarray(overlap / np.diff(old_edges)[None, :], jnp.float32)
-    return replace(state, object=mix_slices(state.object, weights), slice_thicknesses_A=(total / n_slices,) * n_slices)
+    return replace(
+        state,
+        object=mix_slices(state.object, weights),
+        slice_thicknesses_A=(total / n_slices,) * n_slices,
+    )
 
 
 def log_transmission(obj: jnp.ndarray) -> jnp.ndarray:

@@ -35,7 +35,9 @@ def object_potential_V_A(object_slices: np.ndarray, sigma_per_V_A: float) -> np.
     return np.angle(np.asarray(object_slices)) / sigma_per_V_A
 
 
-def tile_periodic(cell: np.ndarray, shape: tuple[int, int], origin_px: tuple[float, float]) -> np.ndarray:
+def tile_periodic(
+    cell: np.ndarray, shape: tuple[int, int], origin_px: tuple[float, float]
+) -> np.ndarray:
     """Periodic image ``cell`` (…, n, n) sampled on a grid of ``shape`` whose pixel j
     lies at cell pixel j − origin; fractional origins use an exact Fourier shift."""
     ny, nx = cell.shape[-2:]
@@ -58,7 +60,12 @@ def remove_gauge(image: np.ndarray) -> np.ndarray:
     return residual.T.reshape(image.shape)
 
 
-def truth_on_fov(cell: np.ndarray, shape: tuple[int, int], origin_px: tuple[float, float], fov: tuple[slice, slice]) -> np.ndarray:
+def truth_on_fov(
+    cell: np.ndarray,
+    shape: tuple[int, int],
+    origin_px: tuple[float, float],
+    fov: tuple[slice, slice],
+) -> np.ndarray:
     """Gauge-free ground truth (…, h, w) over the FOV ``fov`` of a grid of ``shape``,
     the periodic ``cell`` (…, n, n) placed at ``origin_px`` (see :func:`tile_periodic`)."""
     return remove_gauge(tile_periodic(cell, shape, origin_px)[..., fov[0], fov[1]])
@@ -70,11 +77,16 @@ def registration_shift_px(recon: np.ndarray, target: np.ndarray, max_shift_px: f
     ``max_shift_px`` (a crystal correlates at every lattice vector; 0 disables)."""
     if np.ptp(recon) == 0:  # a flat image has nothing to register
         return np.zeros(2)
-    found = np.asarray(phase_cross_correlation(target, recon, upsample_factor=20, normalization=None)[0], dtype=float)
+    found = np.asarray(
+        phase_cross_correlation(target, recon, upsample_factor=20, normalization=None)[0],
+        dtype=float,
+    )
     return -found if np.hypot(*found) <= max_shift_px else np.zeros(2)
 
 
-def reciprocal_spacing_per_A(cell: np.ndarray, sampling_A: float, power_fraction: float = 0.9) -> float:
+def reciprocal_spacing_per_A(
+    cell: np.ndarray, sampling_A: float, power_fraction: float = 0.9
+) -> float:
     """Reciprocal-lattice spacing [1/Å] of a periodic ``cell`` (…, ny, nx), the coarser
     of the two axes. A supercell of p repeats along an axis puts its spectral power on
     multiples of p there: the largest p holding ``power_fraction`` of the non-constant
@@ -84,12 +96,18 @@ def reciprocal_spacing_per_A(cell: np.ndarray, sampling_A: float, power_fraction
     spacings = []
     for axis, n in enumerate(cell.shape[-2:]):
         marginal, index = power.sum(axis=1 - axis), np.fft.fftfreq(n, 1.0 / n).round().astype(int)
-        repeats = [p for p in range(1, n // 2 + 1) if marginal[index % p == 0].sum() >= power_fraction * marginal.sum()]
+        repeats = [
+            p
+            for p in range(1, n // 2 + 1)
+            if marginal[index % p == 0].sum() >= power_fraction * marginal.sum()
+        ]
         spacings.append(max(repeats, default=1) / (n * sampling_A))
     return max(spacings)
 
 
-def frc(a: np.ndarray, b: np.ndarray, sampling_A: float, ring_width_per_A: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def frc(
+    a: np.ndarray, b: np.ndarray, sampling_A: float, ring_width_per_A: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Fourier ring correlation of two images (h, w) with pixel ``sampling_A`` [Å],
     each apodised by a Hann window. Ring i holds the frequencies |k| nearest to i·Δk,
     up to Nyquist 1/(2·dx); Δk = ``ring_width_per_A`` [1/Å] (for a crystal at least its
@@ -98,7 +116,9 @@ def frc(a: np.ndarray, b: np.ndarray, sampling_A: float, ring_width_per_A: float
     h, w = a.shape
     window = np.outer(np.hanning(h), np.hanning(w))
     fa, fb = np.fft.fft2(a * window), np.fft.fft2(b * window)
-    k = np.hypot(*np.meshgrid(np.fft.fftfreq(h, sampling_A), np.fft.fftfreq(w, sampling_A), indexing="ij"))
+    k = np.hypot(
+        *np.meshgrid(np.fft.fftfreq(h, sampling_A), np.fft.fftfreq(w, sampling_A), indexing="ij")
+    )
     width = max(ring_width_per_A or 0.0, 2.0 / (min(h, w) * sampling_A))
     rings = int(0.5 / sampling_A / width) + 1
     ring = np.rint(k / width).astype(int).ravel()
@@ -107,11 +127,15 @@ def frc(a: np.ndarray, b: np.ndarray, sampling_A: float, ring_width_per_A: float
         return np.bincount(ring, values.ravel(), minlength=rings)[:rings]
 
     with np.errstate(invalid="ignore", divide="ignore"):
-        correlation = ring_sum(np.real(fa * np.conj(fb))) / np.sqrt(ring_sum(np.abs(fa) ** 2) * ring_sum(np.abs(fb) ** 2))
+        correlation = ring_sum(np.real(fa * np.conj(fb))) / np.sqrt(
+            ring_sum(np.abs(fa) ** 2) * ring_sum(np.abs(fb) ** 2)
+        )
     return width * np.arange(rings), correlation
 
 
-def frc_resolution_A(frequency_per_A: np.ndarray, correlation: np.ndarray, threshold: float = 0.5) -> float:
+def frc_resolution_A(
+    frequency_per_A: np.ndarray, correlation: np.ndarray, threshold: float = 0.5
+) -> float:
     """Resolution [Å] = 1/k where the FRC first falls below ``threshold`` (linear
     between rings; an empty ring counts as below). inf if the first ring is already
     below; 1/(finest ring) — a bound — if it never falls below."""
@@ -122,7 +146,9 @@ def frc_resolution_A(frequency_per_A: np.ndarray, correlation: np.ndarray, thres
     if i == 0:
         return float("inf")
     drop = correlation[i - 1] - np.nan_to_num(correlation[i], nan=0.0)
-    crossing = frequency_per_A[i - 1] + (correlation[i - 1] - threshold) / drop * (frequency_per_A[i] - frequency_per_A[i - 1])
+    crossing = frequency_per_A[i - 1] + (correlation[i - 1] - threshold) / drop * (
+        frequency_per_A[i] - frequency_per_A[i - 1]
+    )
     return float(1.0 / crossing)
 
 
@@ -134,7 +160,13 @@ def ssim(recon: np.ndarray, target: np.ndarray, sampling_A: float, sigma_A: floa
     win_size = min(2 * int(3.5 * sigma_px + 0.5) + 1, (min(target.shape) - 1) | 1)
     return float(
         structural_similarity(
-            recon, target, data_range=float(np.ptp(target)), gaussian_weights=True, sigma=sigma_px, use_sample_covariance=False, win_size=win_size
+            recon,
+            target,
+            data_range=float(np.ptp(target)),
+            gaussian_weights=True,
+            sigma=sigma_px,
+            use_sample_covariance=False,
+            win_size=win_size,
         )
     )
 
@@ -179,16 +211,27 @@ class Score:
 
 
 def compare(
-    recon: np.ndarray, target: np.ndarray, sampling_A: float, ssim_sigma_A: float = 0.5, ring_width_per_A: float | None = None, frc_threshold: float = 0.5
+    recon: np.ndarray,
+    target: np.ndarray,
+    sampling_A: float,
+    ssim_sigma_A: float = 0.5,
+    ring_width_per_A: float | None = None,
+    frc_threshold: float = 0.5,
 ) -> dict:
     """Every score of a registered, gauge-free pair (h, w) [V·Å], as :class:`Score` fields."""
-    inner, recon_sq, target_sq = np.vdot(recon, target), np.vdot(recon, recon), np.vdot(target, target)
+    inner, recon_sq, target_sq = (
+        np.vdot(recon, target),
+        np.vdot(recon, recon),
+        np.vdot(target, target),
+    )
     frequency, correlation = frc(recon, target, sampling_A, ring_width_per_A)
     return dict(
         nrmse=float(nrmse(recon, target)),
         mse=float(np.mean((recon - target) ** 2)),
         gain=float(inner / target_sq),
-        nrmse_gain_fitted=float(np.sqrt(max(0.0, 1.0 - inner**2 / (recon_sq * target_sq)))) if recon_sq > 0 else 1.0,
+        nrmse_gain_fitted=float(np.sqrt(max(0.0, 1.0 - inner**2 / (recon_sq * target_sq))))
+        if recon_sq > 0
+        else 1.0,
         ssim=ssim(recon, target, sampling_A, ssim_sigma_A),
         frc_frequency_per_A=tuple(frequency.tolist()),
         frc=tuple(correlation.tolist()),
@@ -215,23 +258,35 @@ def score_projected_potential(
     (0: none). ``sampling_A``: pixel size [Å] (the default 1 leaves SSIM's σ and the
     FRC in pixel units). FRC rings default to the cell's reciprocal-lattice spacing."""
     recon = remove_gauge(potential[field_of_view])
-    shift = registration_shift_px(recon, truth_on_fov(truth_cell, potential.shape, origin_px, field_of_view), max_shift_px)
+    shift = registration_shift_px(
+        recon, truth_on_fov(truth_cell, potential.shape, origin_px, field_of_view), max_shift_px
+    )
     target = truth_on_fov(truth_cell, potential.shape, np.add(origin_px, shift), field_of_view)
-    width = reciprocal_spacing_per_A(truth_cell, sampling_A) if ring_width_per_A is None else ring_width_per_A
+    width = (
+        reciprocal_spacing_per_A(truth_cell, sampling_A)
+        if ring_width_per_A is None
+        else ring_width_per_A
+    )
     scores = compare(recon, target, sampling_A, ssim_sigma_A, width, frc_threshold)
     return Score(shift_px=(float(shift[0]), float(shift[1])), **scores)
 
 
-def score_object(object_slices: np.ndarray, truth: GroundTruth, geometry: Geometry, margin_px: int = 2, **options) -> Score:
+def score_object(
+    object_slices: np.ndarray, truth: GroundTruth, geometry: Geometry, margin_px: int = 2, **options
+) -> Score:
     """Scores of a reconstruction (S, H, W) complex against the ground truth over the
     scanned FOV shrunk by ``margin_px``: the projected potential (phase summed over
     slices, / σ) as :func:`score_projected_potential` (``options`` go there), plus the
     depth profile, each slice scored with the projection's registration shift."""
     slices = object_potential_V_A(object_slices, truth.sigma_per_V_A)
     fov, origin = geometry.field_of_view(margin_px), tuple(geometry.origin_px)
-    score = score_projected_potential(slices.sum(axis=0), truth.projected_V_A, origin, fov, sampling_A=truth.sampling_A, **options)
+    score = score_projected_potential(
+        slices.sum(axis=0), truth.projected_V_A, origin, fov, sampling_A=truth.sampling_A, **options
+    )
     if slices.shape[0] != truth.potential_V_A.shape[0]:
         return score
-    target = truth_on_fov(truth.potential_V_A, slices.shape[-2:], np.add(origin, score.shift_px), fov)
+    target = truth_on_fov(
+        truth.potential_V_A, slices.shape[-2:], np.add(origin, score.shift_px), fov
+    )
     depth = nrmse(remove_gauge(slices[:, fov[0], fov[1]]), target)
     return replace(score, depth_nrmse=tuple(depth.tolist()))

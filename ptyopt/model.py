@@ -20,7 +20,9 @@ import jax.numpy as jnp
 from ptyopt import physics
 
 
-def split_positions(positions_px: jnp.ndarray, window: tuple[int, int]) -> tuple[jnp.ndarray, jnp.ndarray]:
+def split_positions(
+    positions_px: jnp.ndarray, window: tuple[int, int]
+) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Split probe centres (G, 2) [px] into integer window corners (G, 2) int32 and
     the sub-pixel remainders (G, 2) in [−0.5, 0.5] that the probe is shifted by."""
     nearest = jnp.round(positions_px)
@@ -28,16 +30,29 @@ def split_positions(positions_px: jnp.ndarray, window: tuple[int, int]) -> tuple
     return nearest.astype(jnp.int32) - centre, positions_px - nearest
 
 
-def keep_windows_inside(positions_px: jnp.ndarray, window: tuple[int, int], object_shape: tuple[int, int]) -> jnp.ndarray:
+def keep_windows_inside(
+    positions_px: jnp.ndarray, window: tuple[int, int], object_shape: tuple[int, int]
+) -> jnp.ndarray:
     """Probe centres (P, 2) clipped so that every window lies inside the object (as
     :func:`split_positions` cuts it); position correction uses it so that a drifting
     position never makes ``lax.dynamic_slice`` clamp silently."""
     low = jnp.array([window[0] // 2, window[1] // 2], positions_px.dtype)
-    high = jnp.array([object_shape[0] - window[0] + window[0] // 2, object_shape[1] - window[1] + window[1] // 2], positions_px.dtype) - 0.51
+    high = (
+        jnp.array(
+            [
+                object_shape[0] - window[0] + window[0] // 2,
+                object_shape[1] - window[1] + window[1] // 2,
+            ],
+            positions_px.dtype,
+        )
+        - 0.51
+    )
     return jnp.clip(positions_px, low, high)
 
 
-def object_patches(object_slices: jnp.ndarray, corners: jnp.ndarray, window: tuple[int, int]) -> jnp.ndarray:
+def object_patches(
+    object_slices: jnp.ndarray, corners: jnp.ndarray, window: tuple[int, int]
+) -> jnp.ndarray:
     """Cut (G, n_slices, N, N) windows out of the object at integer ``corners`` (G, 2).
 
     Corners must keep the window inside the object (checked by callers on the host;
@@ -45,7 +60,9 @@ def object_patches(object_slices: jnp.ndarray, corners: jnp.ndarray, window: tup
     n_slices = object_slices.shape[0]
 
     def cut(corner):
-        return jax.lax.dynamic_slice(object_slices, (jnp.zeros_like(corner[0]), corner[0], corner[1]), (n_slices, *window))
+        return jax.lax.dynamic_slice(
+            object_slices, (jnp.zeros_like(corner[0]), corner[0], corner[1]), (n_slices, *window)
+        )
 
     return jax.vmap(cut)(corners)
 
@@ -57,7 +74,12 @@ def shifted_probes(probe_modes: jnp.ndarray, shifts_px: jnp.ndarray) -> jnp.ndar
     return jnp.fft.ifft2(spectrum[None] * ramps[:, None])
 
 
-def multislice(slices_first: jnp.ndarray, incident: jnp.ndarray, propagators: jnp.ndarray, keep_incident: bool = False) -> tuple[jnp.ndarray, jnp.ndarray | None]:
+def multislice(
+    slices_first: jnp.ndarray,
+    incident: jnp.ndarray,
+    propagators: jnp.ndarray,
+    keep_incident: bool = False,
+) -> tuple[jnp.ndarray, jnp.ndarray | None]:
     """Multislice ψ_{n+1} = F⁻¹[P_n·F[O_n·ψ_n]] through all slices.
 
     slices_first (S, G, N, N) transmissions, incident waves (G, M, N, N), propagators
@@ -68,14 +90,18 @@ def multislice(slices_first: jnp.ndarray, incident: jnp.ndarray, propagators: jn
 
     def step(wave, slice_and_propagator):
         transmission, propagator = slice_and_propagator
-        return jnp.fft.ifft2(jnp.fft.fft2(wave * transmission[:, None]) * propagator), (wave if keep_incident else None)
+        return jnp.fft.ifft2(jnp.fft.fft2(wave * transmission[:, None]) * propagator), (
+            wave if keep_incident else None
+        )
 
     last, earlier = jax.lax.scan(step, incident, (slices_first[:-1], propagators))
     incidents = jnp.concatenate([earlier, last[None]]) if keep_incident else None
     return last * slices_first[-1][:, None], incidents
 
 
-def exit_waves(patches: jnp.ndarray, incident: jnp.ndarray, propagators: jnp.ndarray) -> jnp.ndarray:
+def exit_waves(
+    patches: jnp.ndarray, incident: jnp.ndarray, propagators: jnp.ndarray
+) -> jnp.ndarray:
     """Exit waves (G, M, N, N) of :func:`multislice` for patches (G, S, N, N)."""
     return multislice(jnp.moveaxis(patches, 1, 0), incident, propagators)[0]
 
@@ -91,7 +117,9 @@ def group_exit_waves(
     object_slices (S, H, W) complex; probe_modes (M, N, N); positions_px (G, 2) probe
     centres (y, x) in object pixels; propagators (S − 1, N, N) from
     :func:`slice_propagators`."""
-    return group_forward(object_slices, probe_modes, positions_px, propagators, far_field=False).exit_wave
+    return group_forward(
+        object_slices, probe_modes, positions_px, propagators, far_field=False
+    ).exit_wave
 
 
 class GroupForward(NamedTuple):
@@ -128,11 +156,23 @@ def group_forward(
     corners = jnp.clip(corners, 0, jnp.array(object_slices.shape[-2:]) - jnp.array(window))
     remainders = remainders.astype(jnp.finfo(probe_modes.dtype).dtype)
     transmissions = jnp.moveaxis(object_patches(object_slices, corners, window), 1, 0)
-    exit_wave, incidents = multislice(transmissions, shifted_probes(probe_modes, remainders), propagators, keep_incident)
+    exit_wave, incidents = multislice(
+        transmissions, shifted_probes(probe_modes, remainders), propagators, keep_incident
+    )
     if not far_field:
         return GroupForward(corners, remainders, transmissions, incidents, exit_wave, None, None)
-    psi = jnp.fft.fft2(exit_wave if detector_ramp is None else exit_wave * detector_ramp, norm="ortho")
-    return GroupForward(corners, remainders, transmissions, incidents, exit_wave, psi, jnp.sum(jnp.abs(psi) ** 2, axis=1))
+    psi = jnp.fft.fft2(
+        exit_wave if detector_ramp is None else exit_wave * detector_ramp, norm="ortho"
+    )
+    return GroupForward(
+        corners,
+        remainders,
+        transmissions,
+        incidents,
+        exit_wave,
+        psi,
+        jnp.sum(jnp.abs(psi) ** 2, axis=1),
+    )
 
 
 def far_field_intensities(
@@ -146,10 +186,14 @@ def far_field_intensities(
     arguments as for :func:`group_exit_waves`. ``detector_ramp`` (N, N) from
     :func:`detector_offset_ramp` samples the far field off the integer grid, as a
     binned detector does."""
-    return group_forward(object_slices, probe_modes, positions_px, propagators, detector_ramp).intensity
+    return group_forward(
+        object_slices, probe_modes, positions_px, propagators, detector_ramp
+    ).intensity
 
 
-def detector_offset_ramp(window: tuple[int, int], offset_px: tuple[float, float], dtype=jnp.complex64) -> jnp.ndarray:
+def detector_offset_ramp(
+    window: tuple[int, int], offset_px: tuple[float, float], dtype=jnp.complex64
+) -> jnp.ndarray:
     """Exit-wave ramp exp(−2πi δ·r/N) (N, N) so that model pixel m holds the far field at
     frequency m + δ [detector pixels]: for patterns whose zero frequency lies at
     N/2 − δ (δ = (b − 1)/(2b) after binning by b), unshifted by N/2 at load."""
@@ -176,4 +220,3 @@ def slice_propagators(
     if not stack:
         return jnp.zeros((0, *window), dtype)
     return jnp.stack(stack)
-

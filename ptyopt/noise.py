@@ -46,7 +46,9 @@ def _per_position(per_pixel: Array) -> Array:
 def _stabilised_loss(offset: float) -> Callable[[Array, Array, Array], Array]:
     def loss(intensity: Array, measured: Array, epsilon: Array) -> Array:
         c = offset + epsilon
-        return _per_position((jnp.sqrt(_floor(intensity + c)) - jnp.sqrt(_floor(measured + c))) ** 2)
+        return _per_position(
+            (jnp.sqrt(_floor(intensity + c)) - jnp.sqrt(_floor(measured + c))) ** 2
+        )
 
     return loss
 

@@ -31,7 +31,9 @@ class ProgressBar:
     """A tqdm bar over all iterations of a plan, showing engine, loss and, if given,
     the latest score of an :class:`EveryKScores`."""
 
-    def __init__(self, total_iterations: int, scores: EveryKScores | None = None, label: str = "score"):
+    def __init__(
+        self, total_iterations: int, scores: EveryKScores | None = None, label: str = "score"
+    ):
         self.bar = tqdm(total=total_iterations, unit="it", desc="reconstructing")
         self.scores, self.label = scores, label
 

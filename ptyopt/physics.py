@@ -36,7 +36,10 @@ def wavelength_A(energy_eV: float) -> float:
         raise ValueError(f"energy must be positive, got {energy_eV} eV")
     e_joule = ELEMENTARY_CHARGE_C * energy_eV
     momentum = math.sqrt(
-        2 * ELECTRON_MASS_KG * e_joule * (1 + e_joule / (2 * ELECTRON_MASS_KG * SPEED_OF_LIGHT_M_S**2))
+        2
+        * ELECTRON_MASS_KG
+        * e_joule
+        * (1 + e_joule / (2 * ELECTRON_MASS_KG * SPEED_OF_LIGHT_M_S**2))
     )
     return PLANCK_J_S / momentum * 1e10
 
@@ -52,12 +55,16 @@ def interaction_constant(energy_eV: float) -> float:
     return sigma_per_V_m * 1e-10
 
 
-def reconstruction_pixel_size_A(energy_eV: float, n_pixels: int, angular_sampling_mrad: float) -> float:
+def reconstruction_pixel_size_A(
+    energy_eV: float, n_pixels: int, angular_sampling_mrad: float
+) -> float:
     """Real-space pixel dx = λ / (N·Δα) [Å] for N detector pixels of pitch Δα [mrad]."""
     return wavelength_A(energy_eV) / (n_pixels * angular_sampling_mrad * 1e-3)
 
 
-def spatial_frequencies(shape: tuple[int, int], sampling_A: float, dtype=jnp.float32) -> tuple[jnp.ndarray, jnp.ndarray]:
+def spatial_frequencies(
+    shape: tuple[int, int], sampling_A: float, dtype=jnp.float32
+) -> tuple[jnp.ndarray, jnp.ndarray]:
     """(ky, kx) grids of shape ``shape`` [1/Å], unshifted, for a pixel size [Å]."""
     ky = jnp.fft.fftfreq(shape[0], sampling_A).astype(dtype)
     kx = jnp.fft.fftfreq(shape[1], sampling_A).astype(dtype)
@@ -65,7 +72,11 @@ def spatial_frequencies(shape: tuple[int, int], sampling_A: float, dtype=jnp.flo
 
 
 def aberration_phase(
-    shape: tuple[int, int], sampling_A: float, energy_eV: float, aberrations: Mapping[str, float], dtype=jnp.float32
+    shape: tuple[int, int],
+    sampling_A: float,
+    energy_eV: float,
+    aberrations: Mapping[str, float],
+    dtype=jnp.float32,
 ) -> jnp.ndarray:
     """Aberration phase χ(k) [rad] on an unshifted (ny, nx) grid (see module docstring).
 
@@ -80,7 +91,9 @@ def aberration_phase(
         match = _POLAR_SYMBOL.match(symbol)
         if match is None:
             if not re.match(r"^phi\d\d$", symbol):
-                raise ValueError(f"unknown aberration {symbol!r}: use polar symbols Cnm (Å) and phinm (rad)")
+                raise ValueError(
+                    f"unknown aberration {symbol!r}: use polar symbols Cnm (Å) and phinm (rad)"
+                )
             continue
         n, m = int(match.group(1)), int(match.group(2))
         if value == 0.0:
@@ -90,7 +103,13 @@ def aberration_phase(
     return (2 * jnp.pi / lam) * chi
 
 
-def soft_aperture(shape: tuple[int, int], sampling_A: float, energy_eV: float, semiangle_mrad: float, dtype=jnp.float32) -> jnp.ndarray:
+def soft_aperture(
+    shape: tuple[int, int],
+    sampling_A: float,
+    energy_eV: float,
+    semiangle_mrad: float,
+    dtype=jnp.float32,
+) -> jnp.ndarray:
     """Probe-forming aperture on an unshifted grid: 1 inside α ≤ α_c, 0 outside, with a
     linear edge one detector pixel wide (abTEM's anti-aliased ``soft`` aperture)."""
     lam = wavelength_A(energy_eV)
@@ -126,7 +145,13 @@ def probe_wave(
     return (wave / jnp.sqrt(jnp.sum(jnp.abs(wave) ** 2))).astype(dtype)
 
 
-def bandlimit_mask(shape: tuple[int, int], sampling_A: float, fraction: float = 2 / 3, taper: float = 0.01, dtype=jnp.float32) -> jnp.ndarray:
+def bandlimit_mask(
+    shape: tuple[int, int],
+    sampling_A: float,
+    fraction: float = 2 / 3,
+    taper: float = 0.01,
+    dtype=jnp.float32,
+) -> jnp.ndarray:
     """Band limit on an unshifted grid: 1 below ``fraction`` of the Nyquist frequency,
     0 above, with a raised-cosine edge of width ``taper``/sampling [1/Å] (abTEM's
     anti-aliasing aperture for fraction 2/3, taper 0.01). ``fraction=None`` gives ones."""
@@ -155,7 +180,9 @@ def fresnel_propagator(
     lam = wavelength_A(energy_eV)
     ky, kx = spatial_frequencies(shape, sampling_A, real)
     phase = -jnp.pi * lam * thickness_A * (ky**2 + kx**2)
-    return (jnp.exp(1j * phase) * bandlimit_mask(shape, sampling_A, bandlimit, dtype=real)).astype(dtype)
+    return (jnp.exp(1j * phase) * bandlimit_mask(shape, sampling_A, bandlimit, dtype=real)).astype(
+        dtype
+    )
 
 
 def fourier_shift_ramp(shifts_px: jnp.ndarray, shape: tuple[int, int]) -> jnp.ndarray:
@@ -163,7 +190,9 @@ def fourier_shift_ramp(shifts_px: jnp.ndarray, shape: tuple[int, int]) -> jnp.nd
     (y, x) when multiplied onto its unshifted FFT. Returns (..., ny, nx) complex."""
     fy = jnp.fft.fftfreq(shape[0]).astype(shifts_px.dtype)
     fx = jnp.fft.fftfreq(shape[1]).astype(shifts_px.dtype)
-    phase = shifts_px[..., 0, None, None] * fy[:, None] + shifts_px[..., 1, None, None] * fx[None, :]
+    phase = (
+        shifts_px[..., 0, None, None] * fy[:, None] + shifts_px[..., 1, None, None] * fx[None, :]
+    )
     return jnp.exp(-2j * jnp.pi * phase)
 
 
@@ -172,4 +201,3 @@ def probe_radius_A(energy_eV: float, semiangle_mrad: float, defocus_A: float) ->
     diffraction-limited widths λ/α. Used to check that windows hold the probe."""
     alpha = semiangle_mrad * 1e-3
     return abs(defocus_A) * alpha + 3 * wavelength_A(energy_eV) / alpha
-

@@ -84,7 +84,9 @@ class GradientSettings(EngineSettings):
     positions solver follows ``position_correction``)."""
 
     object_solver: SolverSettings = field(default_factory=SolverSettings)
-    probe_solver: SolverSettings = field(default_factory=lambda: SolverSettings(learning_rate=0.005))
+    probe_solver: SolverSettings = field(
+        default_factory=lambda: SolverSettings(learning_rate=0.005)
+    )
     regularizers: dict[str, Any] = field(default_factory=dict)
 
 
@@ -92,7 +94,10 @@ class GradientSettings(EngineSettings):
 class EpieSettings(EngineSettings):
     """ePIE/3PIE: step sizes β for object and probe (numbers or schedules)."""
 
-    SCHEDULED: ClassVar[tuple[str, ...]] = ("beta_object", "beta_probe")  # numbers or schedules, arrays in the step
+    SCHEDULED: ClassVar[tuple[str, ...]] = (
+        "beta_object",
+        "beta_probe",
+    )  # numbers or schedules, arrays in the step
 
     kind: str = "epie"
     group_size: int = 1
@@ -105,7 +110,12 @@ class LsqmlSettings(EngineSettings):
     """LSQML: damping β of the per-group optimal steps, and the illumination
     regularisation (relative to the maximum illumination) of object and probe updates."""
 
-    SCHEDULED: ClassVar[tuple[str, ...]] = ("beta_object", "beta_probe", "illum_reg_object", "illum_reg_probe")
+    SCHEDULED: ClassVar[tuple[str, ...]] = (
+        "beta_object",
+        "beta_probe",
+        "illum_reg_object",
+        "illum_reg_probe",
+    )
 
     kind: str = "lsqml"
     beta_object: Any = 0.9
@@ -114,7 +124,11 @@ class LsqmlSettings(EngineSettings):
     illum_reg_probe: Any = 1e-2
 
 
-ENGINE_SETTINGS: dict[str, type[EngineSettings]] = {"gradient": GradientSettings, "epie": EpieSettings, "lsqml": LsqmlSettings}
+ENGINE_SETTINGS: dict[str, type[EngineSettings]] = {
+    "gradient": GradientSettings,
+    "epie": EpieSettings,
+    "lsqml": LsqmlSettings,
+}
 
 
 @dataclass
@@ -135,19 +149,41 @@ def _require(condition: bool, key: str, message: str) -> None:
 
 
 def _check_engine(engine: EngineSettings, where: str) -> None:
-    _require(engine.iterations >= 1, f"{where}.iterations", f"must be >= 1, got {engine.iterations}")
-    _require(engine.group_size >= 1, f"{where}.group_size", f"must be >= 1, got {engine.group_size}")
-    _require(engine.grouping in GROUPINGS, f"{where}.grouping", f"unknown grouping {engine.grouping!r}; choose one of {list(GROUPINGS)}")
-    _require(engine.noise.model in NOISE_MODELS, f"{where}.noise.model", f"unknown noise model {engine.noise.model!r}; choose one of {sorted(NOISE_MODELS)}")
+    _require(
+        engine.iterations >= 1, f"{where}.iterations", f"must be >= 1, got {engine.iterations}"
+    )
+    _require(
+        engine.group_size >= 1, f"{where}.group_size", f"must be >= 1, got {engine.group_size}"
+    )
+    _require(
+        engine.grouping in GROUPINGS,
+        f"{where}.grouping",
+        f"unknown grouping {engine.grouping!r}; choose one of {list(GROUPINGS)}",
+    )
+    _require(
+        engine.noise.model in NOISE_MODELS,
+        f"{where}.noise.model",
+        f"unknown noise model {engine.noise.model!r}; choose one of {sorted(NOISE_MODELS)}",
+    )
     epsilon = make_schedule(engine.noise.epsilon, f"{where}.noise.epsilon", engine.iterations)
     lowest = min(epsilon(i) for i in range(engine.iterations))
     if NOISE_MODELS[engine.noise.model].needs_positive_epsilon:
-        _require(lowest > 0, f"{where}.noise.epsilon", f"must be > 0 for the {engine.noise.model} model, got {lowest}")
+        _require(
+            lowest > 0,
+            f"{where}.noise.epsilon",
+            f"must be > 0 for the {engine.noise.model} model, got {lowest}",
+        )
     _require(lowest >= 0, f"{where}.noise.epsilon", f"must be >= 0, got {lowest}")
     for key in ("probe_modes", "slices"):
         value = getattr(engine, key)
-        _require(value is None or (isinstance(value, int) and value >= 1), f"{where}.{key}", f"must be an integer >= 1 or null, got {value!r}")
-    make_schedule(engine.position_correction.step, f"{where}.position_correction.step", engine.iterations)
+        _require(
+            value is None or (isinstance(value, int) and value >= 1),
+            f"{where}.{key}",
+            f"must be an integer >= 1 or null, got {value!r}",
+        )
+    make_schedule(
+        engine.position_correction.step, f"{where}.position_correction.step", engine.iterations
+    )
     for name in engine.SCHEDULED:
         make_schedule(getattr(engine, name), f"{where}.{name}", engine.iterations)
     parse_constraints(engine.constraints, f"{where}.constraints")
@@ -155,7 +191,11 @@ def _check_engine(engine: EngineSettings, where: str) -> None:
         parse_regularizers(engine.regularizers, f"{where}.regularizers", engine.iterations)
         for name in ("object_solver", "probe_solver"):
             solver = getattr(engine, name)
-            _require(solver.name in SOLVERS, f"{where}.{name}.name", f"unknown solver {solver.name!r}; choose one of {list(SOLVERS)}")
+            _require(
+                solver.name in SOLVERS,
+                f"{where}.{name}.name",
+                f"unknown solver {solver.name!r}; choose one of {list(SOLVERS)}",
+            )
             make_schedule(solver.learning_rate, f"{where}.{name}.learning_rate", engine.iterations)
 
 
@@ -165,20 +205,36 @@ SOLVERS = ("adam", "sgd", "polyak_sgd")
 def parse_plan(values: Mapping) -> Plan:
     """Validated :class:`Plan` from a mapping (dict or DictConfig); raises
     :class:`ConfigError` naming ``plan.engines[i].key`` for any bad value."""
-    values = OmegaConf.to_container(OmegaConf.create(values)) if not isinstance(values, dict) else dict(values)
+    values = (
+        OmegaConf.to_container(OmegaConf.create(values))
+        if not isinstance(values, dict)
+        else dict(values)
+    )
     raw_engines = values.pop("engines", None)
-    _require(isinstance(raw_engines, list) and raw_engines, "plan.engines", "must be a non-empty list of engines")
+    _require(
+        isinstance(raw_engines, list) and raw_engines,
+        "plan.engines",
+        "must be a non-empty list of engines",
+    )
     engines = []
     for index, raw in enumerate(raw_engines):
         where = f"plan.engines[{index}]"
         _require(isinstance(raw, Mapping), where, f"must be a mapping with a kind, got {raw!r}")
         kind = raw.get("kind", "gradient")
-        _require(kind in ENGINE_SETTINGS, f"{where}.kind", f"unknown engine {kind!r}; choose one of {sorted(ENGINE_SETTINGS)}")
+        _require(
+            kind in ENGINE_SETTINGS,
+            f"{where}.kind",
+            f"unknown engine {kind!r}; choose one of {sorted(ENGINE_SETTINGS)}",
+        )
         engine = to_dataclass(ENGINE_SETTINGS[kind], raw, where)
         _check_engine(engine, where)
         engines.append(engine)
     plan = to_dataclass(Plan, {**values, "engines": []}, "plan")
     _require(plan.probe_modes >= 1, "plan.probe_modes", f"must be >= 1, got {plan.probe_modes}")
-    _require(plan.slices is None or (isinstance(plan.slices, int) and plan.slices >= 1), "plan.slices", f"must be an integer >= 1 or null, got {plan.slices!r}")
+    _require(
+        plan.slices is None or (isinstance(plan.slices, int) and plan.slices >= 1),
+        "plan.slices",
+        f"must be an integer >= 1 or null, got {plan.slices!r}",
+    )
     plan.engines = engines
     return plan

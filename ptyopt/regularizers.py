@@ -128,7 +128,9 @@ def _probe_phase_tikhonov(obj: jnp.ndarray, probe: jnp.ndarray) -> jnp.ndarray:
     total = 0.0
     for axis in LATERAL:
         n = probe.shape[axis]
-        product = jnp.conj(lax.slice_in_dim(probe, 0, n - 1, axis=axis)) * lax.slice_in_dim(probe, 1, n, axis=axis)
+        product = jnp.conj(lax.slice_in_dim(probe, 0, n - 1, axis=axis)) * lax.slice_in_dim(
+            probe, 1, n, axis=axis
+        )
         dark = _squared(product) == 0
         safe = jnp.where(dark, 1.0, product)  # arg and |·| have no gradient at 0
         weight = jnp.where(dark, 0.0, jnp.sqrt(_squared(safe)))
@@ -189,7 +191,9 @@ class ActiveRegularizer:
         return self.weight(iteration) if self.gate.active(iteration) else 0.0
 
 
-def parse_regularizers(settings: Mapping[str, Any], key: str, iterations: int) -> list[ActiveRegularizer]:
+def parse_regularizers(
+    settings: Mapping[str, Any], key: str, iterations: int
+) -> list[ActiveRegularizer]:
     """Validated regularizers from ``{name: {weight, start, stop, every}}``; raises
     :class:`ConfigError` naming the key for an unknown name or parameter, a missing or
     negative weight, or a bad start/stop/every."""
@@ -199,15 +203,22 @@ def parse_regularizers(settings: Mapping[str, Any], key: str, iterations: int) -
         if name not in REGULARIZERS:
             raise ConfigError(f"{where}: unknown regularizer; choose from {sorted(REGULARIZERS)}")
         if values is not None and not isinstance(values, Mapping):
-            raise ConfigError(f"{where}: expected a mapping {{weight, start, stop, every}}, got {values!r}")
+            raise ConfigError(
+                f"{where}: expected a mapping {{weight, start, stop, every}}, got {values!r}"
+            )
         gate, params = split_gate(values or {}, where)
         unknown = set(params) - {"weight"}
         if unknown:
-            raise ConfigError(f"{where}: unknown parameter(s) {sorted(unknown)}; allowed: weight, start, stop, every")
+            raise ConfigError(
+                f"{where}: unknown parameter(s) {sorted(unknown)}; "
+                "allowed: weight, start, stop, every"
+            )
         if "weight" not in params:
             raise ConfigError(f"{where}.weight: missing; a number or a schedule")
         weight = params["weight"]
         if isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight < 0:
             raise ConfigError(f"{where}.weight: must be >= 0, got {weight!r}")
-        parsed.append(ActiveRegularizer(name, gate, make_schedule(weight, f"{where}.weight", iterations)))
+        parsed.append(
+            ActiveRegularizer(name, gate, make_schedule(weight, f"{where}.weight", iterations))
+        )
     return parsed

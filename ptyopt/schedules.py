@@ -5,7 +5,8 @@ A schedule is written in a plan as a number (constant) or a mapping with ``kind`
 - ``{kind: constant, value}``
 - ``{kind: cosine, value, end: 0, steps: <engine iterations>}``: cosine from value to end
 - ``{kind: warmup_cosine, value (peak), start: 0, warmup, end: 0, steps}``
-- ``{kind: exponential, value, rate, steps_per_decay: 1, end: null}``: value·rate^(i/steps_per_decay)
+- ``{kind: exponential, value, rate, steps_per_decay: 1, end: null}``:
+  value·rate^(i/steps_per_decay)
 - ``{kind: piecewise, values: [v0, v1, ...], boundaries: [i1, ...]}``: v_k from iteration i_k
 
 It is evaluated on the host once per iteration (optax schedules underneath) and the
@@ -47,8 +48,17 @@ def make_schedule(spec: Any, key: str, iterations: int) -> Schedule:
         raise ConfigError(f"{key}.kind: unknown schedule {kind!r}; choose one of {sorted(_KEYS)}")
     unknown = set(spec) - _KEYS[kind] - {"kind"}
     if unknown:
-        raise ConfigError(f"{key}: unknown key(s) {sorted(unknown)} for a {kind} schedule; allowed: {sorted(_KEYS[kind])}")
-    build = {"constant": _constant, "cosine": _cosine, "warmup_cosine": _warmup_cosine, "exponential": _exponential, "piecewise": _piecewise}[kind]
+        raise ConfigError(
+            f"{key}: unknown key(s) {sorted(unknown)} for a {kind} schedule; "
+            f"allowed: {sorted(_KEYS[kind])}"
+        )
+    build = {
+        "constant": _constant,
+        "cosine": _cosine,
+        "warmup_cosine": _warmup_cosine,
+        "exponential": _exponential,
+        "piecewise": _piecewise,
+    }[kind]
     try:
         optax_schedule = build(spec, iterations)
     except KeyError as missing:
@@ -77,7 +87,11 @@ def _cosine(spec: Mapping, iterations: int) -> optax.Schedule:
 
 def _warmup_cosine(spec: Mapping, iterations: int) -> optax.Schedule:
     return optax.warmup_cosine_decay_schedule(
-        float(spec.get("start", 0.0)), float(spec["value"]), int(spec["warmup"]), _steps(spec, iterations), float(spec.get("end", 0.0))
+        float(spec.get("start", 0.0)),
+        float(spec["value"]),
+        int(spec["warmup"]),
+        _steps(spec, iterations),
+        float(spec.get("end", 0.0)),
     )
 
 
@@ -86,16 +100,24 @@ def _exponential(spec: Mapping, iterations: int) -> optax.Schedule:
     if rate <= 0:
         raise ValueError(f"rate must be > 0, got {rate}")
     end = spec.get("end")
-    return optax.exponential_decay(float(spec["value"]), int(spec.get("steps_per_decay", 1)), rate, end_value=None if end is None else float(end))
+    return optax.exponential_decay(
+        float(spec["value"]),
+        int(spec.get("steps_per_decay", 1)),
+        rate,
+        end_value=None if end is None else float(end),
+    )
 
 
 def _piecewise(spec: Mapping, iterations: int) -> optax.Schedule:
     values, boundaries = [float(v) for v in spec["values"]], [int(b) for b in spec["boundaries"]]
     if len(values) != len(boundaries) + 1:
-        raise ValueError(f"needs one more value than boundaries, got {len(values)} values and {len(boundaries)} boundaries")
+        raise ValueError(
+            f"needs one more value than boundaries, got {len(values)} values and "
+            f"{len(boundaries)} boundaries"
+        )
     if boundaries != sorted(boundaries):
         raise ValueError(f"boundaries must increase, got {boundaries}")
-    pieces = list(zip([0, *boundaries], values))
+    pieces = list(zip([0, *boundaries], values, strict=True))
 
     def schedule(i):
         return [v for start, v in pieces if i >= start][-1]

@@ -15,7 +15,7 @@ from ptyopt.errors import ConfigError
 
 
 def _allowed_keys(schema: type, full_key: str) -> str:
-    """"; allowed keys: …" of the dataclass section that holds ``full_key``, or ""."""
+    """ "; allowed keys: …" of the dataclass section that holds ``full_key``, or ""."""
     section: Any = schema
     for part in full_key.split(".")[:-1]:
         if not dataclasses.is_dataclass(section):

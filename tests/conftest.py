@@ -34,7 +34,8 @@ EAGER_PRUNING = ["pruner.n_startup_trials=1", "pruner.n_warmup_steps=0"]
 
 def tiny_recipe(**overrides):
     """A 3×3-position Si [110] recipe, 32 px detector, 2 reconstruction slices,
-    static, noise-free expected counts at 1e6 e/Å² unless overridden (top-level keys are replaced whole)."""
+    static, noise-free expected counts at 1e6 e/Å² unless overridden (top-level keys are
+    replaced whole)."""
     values = {
         "name": "tiny",
         "structure": {"name": "Si_110", "lateral_repeats": [2, 3], "thickness_A": 7.7},
@@ -82,5 +83,9 @@ def small_dataset():
 @pytest.fixture(scope="session")
 def thick_dataset():
     """SrTiO3 [001], 4 cells (15.6 Å) in 4 reconstruction slices, noise-free."""
-    recipe = small_recipe(structure={"name": "SrTiO3_001", "lateral_repeats": [3, 3], "thickness_A": 15.6}, reconstruction_slices=4, poisson_noise=False)
+    recipe = small_recipe(
+        structure={"name": "SrTiO3_001", "lateral_repeats": [3, 3], "thickness_A": 15.6},
+        reconstruction_slices=4,
+        poisson_noise=False,
+    )
     return simulate_dataset(recipe, progress=False)

@@ -33,9 +33,9 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -81,13 +81,16 @@ def find_binaries() -> Path:
     /usr/lib/postgresql/*/bin, else PATH."""
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
     for folder in candidates:
-        if all(os.access(Path(folder) / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+        if all(
+            os.access(Path(folder) / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")
+        ):
             return Path(folder)
     initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
     if initdb and pg_ctl and Path(initdb).parent == Path(pg_ctl).parent:
         return Path(initdb).parent
     raise PostgresUnavailable(
-        "PostgreSQL server binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin or on PATH; "
+        "PostgreSQL server binaries (initdb, pg_ctl) not found in "
+        "/usr/lib/postgresql/*/bin or on PATH; "
         "install Debian's postgresql package (apt-get install postgresql), as .ci/run does"
     )
 
@@ -113,7 +116,9 @@ def _scratch_folder() -> Path:
     for parent in (tempfile.gettempdir(), "/tmp", "/var/tmp"):
         if Path(parent).is_dir() and _traversable(Path(parent)):
             return Path(tempfile.mkdtemp(prefix="ptyopt-pg-", dir=parent))
-    raise PostgresUnavailable("no temporary folder that the postgres user can reach (tried $TMPDIR, /tmp, /var/tmp)")
+    raise PostgresUnavailable(
+        "no temporary folder that the postgres user can reach (tried $TMPDIR, /tmp, /var/tmp)"
+    )
 
 
 class _Runner:
@@ -127,13 +132,25 @@ class _Runner:
         try:
             account = pwd.getpwnam(SYSTEM_USER)
         except KeyError:
-            raise PostgresUnavailable(f"running as root and there is no {SYSTEM_USER!r} system user to run the server as (PostgreSQL refuses root)") from None
+            raise PostgresUnavailable(
+                f"running as root and there is no {SYSTEM_USER!r} system user "
+                "to run the server as (PostgreSQL refuses root)"
+            ) from None
         if shutil.which("runuser"):
             self.prefix = ["runuser", "-u", SYSTEM_USER, "--"]
         elif shutil.which("setpriv"):
-            self.prefix = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups", "--"]
+            self.prefix = [
+                "setpriv",
+                f"--reuid={account.pw_uid}",
+                f"--regid={account.pw_gid}",
+                "--init-groups",
+                "--",
+            ]
         else:
-            raise PostgresUnavailable("running as root and neither runuser nor setpriv is available to run the server as the postgres user")
+            raise PostgresUnavailable(
+                "running as root and neither runuser nor setpriv is available to run the server "
+                "as the postgres user"
+            )
         os.chown(folder, account.pw_uid, account.pw_gid)
         self.owner = (account.pw_uid, account.pw_gid)
 
@@ -146,7 +163,15 @@ class _Runner:
         with tempfile.TemporaryFile() as output:
             env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PGTZ": "UTC"}
             env.pop("PGPASSWORD", None)
-            result = subprocess.run([*self.prefix, *map(str, command)], cwd=self.folder, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, timeout=timeout)
+            result = subprocess.run(
+                [*self.prefix, *map(str, command)],
+                cwd=self.folder,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+            )
             output.seek(0)
             result.stdout = output.read().decode(errors="replace")
         return result
@@ -161,7 +186,9 @@ def _stop(runner: _Runner, bin_dir: Path, data: Path) -> None:
     if not (data / "postmaster.pid").exists():
         return
     try:
-        runner(bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "-t", "20", "stop", timeout=30)
+        runner(
+            bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "-t", "20", "stop", timeout=30
+        )
     except subprocess.TimeoutExpired:
         pass
     with contextlib.suppress(OSError, ValueError, IndexError):
@@ -177,25 +204,74 @@ def _start(bin_dir: Path, folder: Path, runner: _Runner, attempts: int) -> Postg
     pwfile.write_text(password + "\n")
     pwfile.chmod(0o600)
     runner.own(pwfile)
-    init = runner(bin_dir / "initdb", "-D", data, "-U", USER, f"--pwfile={pwfile}", "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync", timeout=120)
+    init = runner(
+        bin_dir / "initdb",
+        "-D",
+        data,
+        "-U",
+        USER,
+        f"--pwfile={pwfile}",
+        "-A",
+        "scram-sha-256",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--no-sync",
+        timeout=120,
+    )
     pwfile.unlink()
     if init.returncode != 0:
-        raise PostgresUnavailable(f"initdb ({bin_dir}) failed with status {init.returncode}: {_tail(init.stdout)}")
+        raise PostgresUnavailable(
+            f"initdb ({bin_dir}) failed with status {init.returncode}: {_tail(init.stdout)}"
+        )
     log = folder / "server.log"
     for _ in range(attempts):
         port = free_port()
-        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
-        start = runner(bin_dir / "pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "30", "start", timeout=60)
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+        )
+        start = runner(
+            bin_dir / "pg_ctl",
+            "-D",
+            data,
+            "-l",
+            log,
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "30",
+            "start",
+            timeout=60,
+        )
         if start.returncode == 0:
             break
         server_log = log.read_text(errors="replace") if log.exists() else ""
         _stop(runner, bin_dir, data)
     else:
-        raise PostgresUnavailable(f"pg_ctl start failed with status {start.returncode}: {_tail(start.stdout, 3)}; server log: {_tail(server_log)}")
-    created = subprocess.run([bin_dir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", USER, DATABASE], env={**os.environ, "PGPASSWORD": password}, capture_output=True, text=True, timeout=30)
+        raise PostgresUnavailable(
+            f"pg_ctl start failed with status {start.returncode}: {_tail(start.stdout, 3)}; "
+            f"server log: {_tail(server_log)}"
+        )
+    created = subprocess.run(
+        [bin_dir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", USER, DATABASE],
+        env={**os.environ, "PGPASSWORD": password},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if created.returncode != 0:
-        raise PostgresUnavailable(f"createdb {DATABASE} failed with status {created.returncode}: {_tail(created.stderr)}")
-    return PostgresServer(f"postgresql://{USER}@127.0.0.1:{port}/{DATABASE}", password, port, bin_dir.parent.name, folder)
+        raise PostgresUnavailable(
+            f"createdb {DATABASE} failed with status {created.returncode}: {_tail(created.stderr)}"
+        )
+    return PostgresServer(
+        f"postgresql://{USER}@127.0.0.1:{port}/{DATABASE}",
+        password,
+        port,
+        bin_dir.parent.name,
+        folder,
+    )
 
 
 @contextlib.contextmanager
@@ -210,7 +286,10 @@ def postgres_server(attempts: int = 3) -> Iterator[PostgresServer]:
             runner = _Runner(folder)
             server = _start(bin_dir, folder, runner, attempts)
         except subprocess.TimeoutExpired as err:
-            raise PostgresUnavailable(f"{Path(str(err.cmd[len(runner.prefix) if runner else 0])).name} timed out after {err.timeout} s") from None
+            raise PostgresUnavailable(
+                f"{Path(str(err.cmd[len(runner.prefix) if runner else 0])).name} timed out "
+                f"after {err.timeout} s"
+            ) from None
         except OSError as err:
             raise PostgresUnavailable(f"cannot prepare the server: {err}") from None
         yield server
@@ -233,7 +312,10 @@ def postgres() -> Iterator[PostgresServer]:
         server = manager.__enter__()
     except PostgresUnavailable as err:
         _unavailable(f"cannot start a PostgreSQL server: {err}")
-    print(f"\nPostgreSQL {server.version} on 127.0.0.1:{server.port} started in {time.perf_counter() - began:.1f} s")
+    print(
+        f"\nPostgreSQL {server.version} on 127.0.0.1:{server.port} started in "
+        f"{time.perf_counter() - began:.1f} s"
+    )
     try:
         yield server
     finally:
@@ -246,9 +328,10 @@ def study_caches(tmp_path_factory) -> dict[str, str]:
     holds the tiny study's dataset (simulated here, once per session, in about a
     second) and one JAX compilation cache for all of them, so that workers neither
     simulate nor, after the first ones, compile."""
+    from test_study import composed
+
     from ptyopt.data.cache import load_or_simulate
     from ptyopt.study.settings import validate
-    from test_study import composed
 
     folder = tmp_path_factory.mktemp("study-caches")
     config, _ = validate(composed("pruner=none"))

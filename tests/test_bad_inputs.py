@@ -25,10 +25,10 @@ import h5py
 import numpy as np
 import optuna
 import pytest
+from conftest import EAGER_PRUNING, TINY_STUDY
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from conftest import EAGER_PRUNING, TINY_STUDY
 from ptyopt.data.file import read_dataset, write_dataset
 
 TINY = TINY_STUDY + EAGER_PRUNING
@@ -49,7 +49,15 @@ class Study:
 
 def cli(study: Study, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """The real command line against the study's name and storage."""
-    command = [sys.executable, "-m", "ptyopt", "study=quickstart", *TINY, f"study.name={NAME}", *overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "ptyopt",
+        "study=quickstart",
+        *TINY,
+        f"study.name={NAME}",
+        *overrides,
+    ]
     return subprocess.run(command, env=study.env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -63,7 +71,18 @@ def snapshot(home: Path) -> list[tuple]:
     storage = JournalStorage(JournalFileBackend(str(journal(home))))
     study = optuna.load_study(study_name=NAME, storage=storage)
     return [
-        (t.number, t.state.name, t.params, t.distributions, t.values, t.intermediate_values, t.user_attrs, t.system_attrs, t.datetime_start, t.datetime_complete)
+        (
+            t.number,
+            t.state.name,
+            t.params,
+            t.distributions,
+            t.values,
+            t.intermediate_values,
+            t.user_attrs,
+            t.system_attrs,
+            t.datetime_start,
+            t.datetime_complete,
+        )
         for t in study.get_trials(deepcopy=False)
     ]
 
@@ -71,14 +90,22 @@ def snapshot(home: Path) -> list[tuple]:
 def files_digest(home: Path) -> dict[str, str]:
     """SHA-256 of the journal and of every trial artifact."""
     folder = home / "studies" / NAME
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "budget.lock"}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "budget.lock"
+    }
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Study:
     """A project folder with a small study of FIRST_TRIALS COMPLETE trials."""
     home = tmp_path_factory.mktemp("bad_inputs_home")
-    env = {key: value for key, value in os.environ.items() if key not in ("PTYOPT_CACHE", "PTYOPT_JAX_CACHE")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PTYOPT_CACHE", "PTYOPT_JAX_CACHE")
+    }
     env["PTYOPT_HOME"] = str(home)
     first = Study(home, env, home / "good.h5", [])
     result = cli(first, f"study.n_trials={FIRST_TRIALS}", "pruner=none")
@@ -100,7 +127,14 @@ def assert_earlier_trials_intact(study: Study, before: list[tuple]) -> list[tupl
     return after
 
 
-def assert_fatal(study: Study, result: subprocess.CompletedProcess, before: list[tuple], digest: dict[str, str], *names: str, status: int = 2) -> None:
+def assert_fatal(
+    study: Study,
+    result: subprocess.CompletedProcess,
+    before: list[tuple],
+    digest: dict[str, str],
+    *names: str,
+    status: int = 2,
+) -> None:
     """Exit ``status``, one short paragraph on stderr naming each of ``names``, no
     internals, no trial run, the storage and every artifact untouched."""
     message = result.stderr.strip()
@@ -126,21 +160,57 @@ def budget(before: list[tuple]) -> str:
 
 
 CONFIG_CASES = {
-    "unknown key in study": (["+study.n_trails=3"], ["study.n_trails", "not in 'StudySettings'", "n_trials"], 2),
-    "unknown key in dataset": (["+dataset.optics.energy_kv=300"], ["dataset.optics.energy_kv", "not in 'OpticsRecipe'", "energy_kV"], 2),
+    "unknown key in study": (
+        ["+study.n_trails=3"],
+        ["study.n_trails", "not in 'StudySettings'", "n_trials"],
+        2,
+    ),
+    "unknown key in dataset": (
+        ["+dataset.optics.energy_kv=300"],
+        ["dataset.optics.energy_kv", "not in 'OpticsRecipe'", "energy_kV"],
+        2,
+    ),
     "wrong type": (["study.n_trials=many"], ["study.n_trials", "'many'", "Integer"], 2),
-    "negative energy": (["dataset.optics.energy_kV=-3"], ["dataset.optics.energy_kV", "must be > 0"], 2),
+    "negative energy": (
+        ["dataset.optics.energy_kV=-3"],
+        ["dataset.optics.energy_kV", "must be > 0"],
+        2,
+    ),
     "zero trials": (["study.n_trials=0"], ["study.n_trials", "must be >= 1"], 2),
-    "low above high": ([f"study.search_space={{{LR}: {{type: float, low: 2, high: 1}}}}"], [f"study.search_space.{LR}", "low (2) must be < high (1)"], 2),
-    "unknown sampler name": (["sampler.name=annealing"], ["sampler.name", "unknown sampler 'annealing'", "tpe"], 2),
-    "unknown pruner name": (["pruner.name=early"], ["pruner.name", "unknown pruner 'early'", "median"], 2),
-    "unknown sampler option": (["sampler=annealing"], ["Could not find 'sampler/annealing'", "tpe"], 1),
-    "unknown engine option": (["engine=nonsense"], ["Could not find 'engine/nonsense'", "gradient"], 1),
+    "low above high": (
+        [f"study.search_space={{{LR}: {{type: float, low: 2, high: 1}}}}"],
+        [f"study.search_space.{LR}", "low (2) must be < high (1)"],
+        2,
+    ),
+    "unknown sampler name": (
+        ["sampler.name=annealing"],
+        ["sampler.name", "unknown sampler 'annealing'", "tpe"],
+        2,
+    ),
+    "unknown pruner name": (
+        ["pruner.name=early"],
+        ["pruner.name", "unknown pruner 'early'", "median"],
+        2,
+    ),
+    "unknown sampler option": (
+        ["sampler=annealing"],
+        ["Could not find 'sampler/annealing'", "tpe"],
+        1,
+    ),
+    "unknown engine option": (
+        ["engine=nonsense"],
+        ["Could not find 'engine/nonsense'", "gradient"],
+        1,
+    ),
 }
 
 
-@pytest.mark.parametrize(("overrides", "names", "status"), CONFIG_CASES.values(), ids=CONFIG_CASES.keys())
-def test_bad_configuration(study: Study, overrides: list[str], names: list[str], status: int) -> None:
+@pytest.mark.parametrize(
+    ("overrides", "names", "status"), CONFIG_CASES.values(), ids=CONFIG_CASES.keys()
+)
+def test_bad_configuration(
+    study: Study, overrides: list[str], names: list[str], status: int
+) -> None:
     before, digest = snapshot(study.home), files_digest(study.home)
     extra = [] if any(o.startswith("study.n_trials=") for o in overrides) else [budget(before)]
     result = cli(study, *extra, *overrides)
@@ -201,8 +271,14 @@ FILE_CASES = {
     "truncated": (truncated, ["is not a readable HDF5 file (truncated or corrupt?)"]),
     "garbage": (garbage, ["is not a readable HDF5 file (truncated or corrupt?)"]),
     "corrupt pattern chunk": (corrupt_chunk, ["truncated or corrupt?): reading /patterns failed"]),
-    "NaN patterns": (_edited(_nan_patterns), ["/patterns contains 5 non-finite values (NaN or inf)"]),
-    "count mismatch": (_edited(_one_position_short), ["/positions_A has 63 positions but /patterns has 64 patterns"]),
+    "NaN patterns": (
+        _edited(_nan_patterns),
+        ["/patterns contains 5 non-finite values (NaN or inf)"],
+    ),
+    "count mismatch": (
+        _edited(_one_position_short),
+        ["/positions_A has 63 positions but /patterns has 64 patterns"],
+    ),
 }
 
 
@@ -231,8 +307,16 @@ def test_diverging_learning_rate_fails_the_trial_and_the_study_goes_on(study: St
     with the original settings, it then completes a trial again."""
     before = snapshot(study.home)
     digest = files_digest(study.home)
-    diverging = f"study.search_space={{{LR}: {{type: float, low: 1.0e11, high: 1.0e12, log: true}}}}"
-    result = cli(study, f"study.n_trials={len(before) + 2}", "pruner=none", "plan.engines.0.object_solver.name=sgd", diverging)
+    diverging = (
+        f"study.search_space={{{LR}: {{type: float, low: 1.0e11, high: 1.0e12, log: true}}}}"
+    )
+    result = cli(
+        study,
+        f"study.n_trials={len(before) + 2}",
+        "pruner=none",
+        "plan.engines.0.object_solver.name=sgd",
+        diverging,
+    )
     assert result.returncode == 0, result.stderr
     assert not INTERNALS.search(result.stderr), result.stderr
     after = assert_earlier_trials_intact(study, before)
@@ -240,9 +324,13 @@ def test_diverging_learning_rate_fails_the_trial_and_the_study_goes_on(study: St
     assert [t[:2] for t in new] == [(len(before), "FAIL"), (len(before) + 1, "FAIL")]
     for trial in new:
         assert 1e11 <= trial[2][LR] <= 1e12 and trial[4] is None
-        assert re.fullmatch(r"gradient engine diverged at iteration \d+: .*", trial[6]["fail_reason"]), trial[6]
+        assert re.fullmatch(
+            r"gradient engine diverged at iteration \d+: .*", trial[6]["fail_reason"]
+        ), trial[6]
     digest.pop("journal.log")  # the journal grows by the new trials
-    assert {k: v for k, v in files_digest(study.home).items() if k in digest} == digest  # earlier artifacts untouched
+    assert {
+        k: v for k, v in files_digest(study.home).items() if k in digest
+    } == digest  # earlier artifacts untouched
 
     resumed = cli(study, f"study.n_trials={len(after) + 1}", "pruner=none")
     assert resumed.returncode == 0, resumed.stderr

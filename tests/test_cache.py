@@ -11,14 +11,20 @@ from ptyopt.data import cache
 def test_simulates_once_then_reads(tmp_path, monkeypatch):
     calls = []
     simulate = cache.simulate_dataset
-    monkeypatch.setattr(cache, "simulate_dataset", lambda recipe, progress: calls.append(1) or simulate(recipe, progress))
+    monkeypatch.setattr(
+        cache,
+        "simulate_dataset",
+        lambda recipe, progress: calls.append(1) or simulate(recipe, progress),
+    )
     recipe = tiny_recipe()
     first = cache.load_or_simulate(recipe, cache=tmp_path, progress=False)
     second = cache.load_or_simulate(recipe, cache=tmp_path, progress=False)
     assert len(calls) == 1
     assert cache.cached_dataset_path(recipe, tmp_path).exists()
     np.testing.assert_array_equal(first.patterns, second.patterns)
-    np.testing.assert_array_equal(first.ground_truth.potential_V_A, second.ground_truth.potential_V_A)
+    np.testing.assert_array_equal(
+        first.ground_truth.potential_V_A, second.ground_truth.potential_V_A
+    )
     assert second.simulation["recipe"]["name"] == "tiny"
 
 

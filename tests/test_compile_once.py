@@ -13,16 +13,56 @@ from ptyopt.plan import parse_plan
 
 TRIALS = {
     "gradient": [
-        {"object_solver": {"learning_rate": lr}, "probe_solver": {"learning_rate": lr / 5}, "noise": {"model": "amplitude", "epsilon": eps}, "regularizers": {"object_l2": {"weight": w}, "object_tikhonov": {"weight": {"kind": "cosine", "value": w}}}, "position_correction": {"start": 1, "step": 0.05 * lr}}
-        for lr, eps, w in [(0.01, 0.0, 0.1), (0.02, 0.5, 0.01), (0.03, 1.0, 0.2), (0.05, 2.0, 0.0), (0.04, 0.1, 1.0)]
+        {
+            "object_solver": {"learning_rate": lr},
+            "probe_solver": {"learning_rate": lr / 5},
+            "noise": {"model": "amplitude", "epsilon": eps},
+            "regularizers": {
+                "object_l2": {"weight": w},
+                "object_tikhonov": {"weight": {"kind": "cosine", "value": w}},
+            },
+            "position_correction": {"start": 1, "step": 0.05 * lr},
+        }
+        for lr, eps, w in [
+            (0.01, 0.0, 0.1),
+            (0.02, 0.5, 0.01),
+            (0.03, 1.0, 0.2),
+            (0.05, 2.0, 0.0),
+            (0.04, 0.1, 1.0),
+        ]
     ],
     "epie": [
-        {"beta_object": b, "beta_probe": {"kind": "cosine", "value": b}, "noise": {"model": "amplitude", "epsilon": eps}, "probe_update_start": start, "position_correction": {"start": 1, "step": 0.1 * b}}
-        for b, eps, start in [(1.0, 0.0, 0), (0.5, 0.3, 1), (0.8, 1.0, 2), (0.3, 0.1, 0), (0.9, 2.0, 1)]
+        {
+            "beta_object": b,
+            "beta_probe": {"kind": "cosine", "value": b},
+            "noise": {"model": "amplitude", "epsilon": eps},
+            "probe_update_start": start,
+            "position_correction": {"start": 1, "step": 0.1 * b},
+        }
+        for b, eps, start in [
+            (1.0, 0.0, 0),
+            (0.5, 0.3, 1),
+            (0.8, 1.0, 2),
+            (0.3, 0.1, 0),
+            (0.9, 2.0, 1),
+        ]
     ],
     "lsqml": [
-        {"beta_object": b, "beta_probe": b, "illum_reg_object": r, "illum_reg_probe": {"kind": "exponential", "value": r, "rate": 0.5}, "noise": {"model": "poisson", "epsilon": eps}, "position_correction": {"start": 1, "step": 0.05}}
-        for b, r, eps in [(0.9, 1e-2, 1.0), (0.5, 1e-3, 0.5), (1.0, 1e-1, 2.0), (0.7, 3e-2, 0.1), (0.3, 5e-3, 0.8)]
+        {
+            "beta_object": b,
+            "beta_probe": b,
+            "illum_reg_object": r,
+            "illum_reg_probe": {"kind": "exponential", "value": r, "rate": 0.5},
+            "noise": {"model": "poisson", "epsilon": eps},
+            "position_correction": {"start": 1, "step": 0.05},
+        }
+        for b, r, eps in [
+            (0.9, 1e-2, 1.0),
+            (0.5, 1e-3, 0.5),
+            (1.0, 1e-1, 2.0),
+            (0.7, 3e-2, 0.1),
+            (0.3, 5e-3, 0.8),
+        ]
     ],
 }
 ITERATION_FUNCTIONS = {
@@ -39,6 +79,8 @@ def test_each_engine_step_compiles_once_across_trials(small_dataset, kind):
     compiled.clear_cache()
     measurements = measurements_from(small_dataset)
     for values in TRIALS[kind]:
-        plan = parse_plan({"engines": [{"kind": kind, "iterations": 3, "group_size": 16, **values}]})
+        plan = parse_plan(
+            {"engines": [{"kind": kind, "iterations": 3, "group_size": 16, **values}]}
+        )
         run_plan(plan, measurements)
     assert compiled._cache_size() == 1

@@ -18,8 +18,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import optuna
-from optuna.storages import JournalStorage
 from conftest import TINY_STUDY
+from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 TINY = TINY_STUDY
@@ -45,11 +45,28 @@ def _object(trial: optuna.trial.FrozenTrial) -> np.ndarray:
 def test_same_config_and_seed_give_identical_trials(tmp_path: Path) -> None:
     # Seeded TPE: after the quickstart's enqueued baseline (trial 0) its model proposes
     # every trial (n_startup_trials=1); no pruning, so every trial runs to the end.
-    command = [sys.executable, "-m", "ptyopt", "study=quickstart", *TINY, "study.name=det", f"study.n_trials={N_TRIALS}", "study.seed=7", "sampler=tpe", "sampler.n_startup_trials=1", "pruner=none"]
+    command = [
+        sys.executable,
+        "-m",
+        "ptyopt",
+        "study=quickstart",
+        *TINY,
+        "study.name=det",
+        f"study.n_trials={N_TRIALS}",
+        "study.seed=7",
+        "sampler=tpe",
+        "sampler.n_startup_trials=1",
+        "pruner=none",
+    ]
     cache, homes = tmp_path / "cache", [tmp_path / "first", tmp_path / "second"]
-    results = [subprocess.run(command, env=_env(home, cache), capture_output=True, text=True, timeout=300) for home in homes]
+    results = [
+        subprocess.run(command, env=_env(home, cache), capture_output=True, text=True, timeout=300)
+        for home in homes
+    ]
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
-    assert "simulating" in results[0].stderr and "simulating" not in results[1].stderr  # simulated once, then read
+    assert (
+        "simulating" in results[0].stderr and "simulating" not in results[1].stderr
+    )  # simulated once, then read
     assert len(list(cache.glob("*.h5"))) == 1
 
     first, second = (_trials(home) for home in homes)
@@ -57,10 +74,18 @@ def test_same_config_and_seed_give_identical_trials(tmp_path: Path) -> None:
     for a, b in zip(first, second, strict=True):
         assert a.number == b.number and a.state == b.state == optuna.trial.TrialState.COMPLETE
         assert a.params == b.params and a.distributions == b.distributions
-        assert [v.hex() for v in a.values] == [v.hex() for v in b.values], (a.number, a.values, b.values)
+        assert [v.hex() for v in a.values] == [v.hex() for v in b.values], (
+            a.number,
+            a.values,
+            b.values,
+        )
         assert a.intermediate_values == b.intermediate_values
-        same_metrics = {name: value for name, value in a.user_attrs["metrics"].items() if name != "seconds"}
-        assert same_metrics == {name: value for name, value in b.user_attrs["metrics"].items() if name != "seconds"}
+        same_metrics = {
+            name: value for name, value in a.user_attrs["metrics"].items() if name != "seconds"
+        }
+        assert same_metrics == {
+            name: value for name, value in b.user_attrs["metrics"].items() if name != "seconds"
+        }
         np.testing.assert_array_equal(_object(a), _object(b), strict=True)
     # the sampler really explored: distinct parameter sets, the baseline first
     assert len({tuple(sorted(t.params.items())) for t in first}) == N_TRIALS

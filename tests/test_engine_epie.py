@@ -42,22 +42,33 @@ def thin():
 def thick():
     """SrTiO3 [001], 15.6 Å in 4 ground-truth slices, noise-free."""
     structure = {**SRTIO3["structure"], "thickness_A": 15.6}
-    recipe = tiny_recipe(**{**SRTIO3, "structure": structure, "reconstruction_slices": 4, "poisson_noise": False})
+    recipe = tiny_recipe(
+        **{**SRTIO3, "structure": structure, "reconstruction_slices": 4, "poisson_noise": False}
+    )
     dataset = simulate_dataset(recipe, progress=False)
     return dataset, measurements_from(dataset)
 
 
 def nrmse(dataset, measurements, state) -> float:
-    potential = metrics.object_potential_V_A(state.object, dataset.ground_truth.sigma_per_V_A).sum(0)
+    potential = metrics.object_potential_V_A(state.object, dataset.ground_truth.sigma_per_V_A).sum(
+        0
+    )
     geometry = measurements.geometry
     truth = dataset.ground_truth.projected_V_A
-    return metrics.score_projected_potential(potential, truth, tuple(geometry.origin_px), geometry.field_of_view(2)).nrmse
+    return metrics.score_projected_potential(
+        potential, truth, tuple(geometry.origin_px), geometry.field_of_view(2)
+    ).nrmse
 
 
 def run(measurements, engine, state=None, **plan):
     """Final state and the per-iteration reports of a one-engine ePIE plan."""
     reports = []
-    final = run_plan(parse_plan({"engines": [{"kind": "epie", **engine}], **plan}), measurements, [reports.append], state=state)
+    final = run_plan(
+        parse_plan({"engines": [{"kind": "epie", **engine}], **plan}),
+        measurements,
+        [reports.append],
+        state=state,
+    )
     return final, reports
 
 
@@ -69,30 +80,58 @@ def test_update_is_normalised_steepest_descent(thick):
     _, measurements = thick
     state = initial_state(measurements, 4, 2, 0)
     phase = np.random.default_rng(1).uniform(0, 0.5, state.object.shape)
-    obj, probe, positions = jnp.asarray(np.exp(1j * phase), jnp.complex64), state.probe, state.positions_px
+    obj, probe, positions = (
+        jnp.asarray(np.exp(1j * phase), jnp.complex64),
+        state.probe,
+        state.positions_px,
+    )
     remainders = np.abs(np.asarray(positions - jnp.round(positions)))
     index = int(np.argmax(remainders.min(axis=1)))
     assert remainders[index].min() > 0.1  # a real sub-pixel shift on both axes
     # Groups of one position each; only the first, holding `index`, has weight 1.
     indices = jnp.full((len(positions), 1), index, jnp.int32)
     weights = jnp.zeros((len(positions), 1), jnp.float32).at[0].set(1.0)
-    values = dict(beta_object=1.0, beta_probe=1.0, epsilon=0.0, probe_on=1.0, position_step=0.0, positions_on=0.0)
+    values = dict(
+        beta_object=1.0,
+        beta_probe=1.0,
+        epsilon=0.0,
+        probe_on=1.0,
+        position_step=0.0,
+        positions_on=0.0,
+    )
     hyper = {name: jnp.asarray(value, jnp.float32) for name, value in values.items()}
     propagators = state.propagators(measurements)
     (new_obj, new_probe, _), _ = epie.epie_iteration(
-        (obj, probe, positions), measurements.patterns, indices, weights, propagators, measurements.detector_ramp, hyper, ConventionalStructure("amplitude", 0.5)
+        (obj, probe, positions),
+        measurements.patterns,
+        indices,
+        weights,
+        propagators,
+        measurements.detector_ramp,
+        hyper,
+        ConventionalStructure("amplitude", 0.5),
     )
 
     def loss(o, p):
-        intensity = model.far_field_intensities(o, p, positions[index][None], propagators, measurements.detector_ramp)
-        return jnp.sum(noise_model("amplitude").loss(intensity, measurements.patterns[index][None], 0.0))
+        intensity = model.far_field_intensities(
+            o, p, positions[index][None], propagators, measurements.detector_ramp
+        )
+        return jnp.sum(
+            noise_model("amplitude").loss(intensity, measurements.patterns[index][None], 0.0)
+        )
 
     grad_obj, grad_probe = jax.jit(jax.grad(loss, argnums=(0, 1)))(obj, probe)
     # JAX's gradient of a real loss is conj of 2·∂L/∂z*, so the descent direction is −conj(g)/2.
-    np.testing.assert_allclose(new_probe - probe, -jnp.conj(grad_probe) / 2, atol=1e-4 * float(jnp.max(jnp.abs(grad_probe))))
+    np.testing.assert_allclose(
+        new_probe - probe,
+        -jnp.conj(grad_probe) / 2,
+        atol=1e-4 * float(jnp.max(jnp.abs(grad_probe))),
+    )
     for n in range(4):
         step, descent = (new_obj - obj)[n], -jnp.conj(grad_obj[n])
-        cosine = float(jnp.real(jnp.vdot(descent, step)) / (jnp.linalg.norm(step) * jnp.linalg.norm(descent)))
+        cosine = float(
+            jnp.real(jnp.vdot(descent, step)) / (jnp.linalg.norm(step) * jnp.linalg.norm(descent))
+        )
         assert cosine > 1 - 1e-5, f"slice {n}: cosine {cosine}"
 
 
@@ -143,7 +182,11 @@ def test_position_correction(thin):
     start = initial_state(measurements, 1, 1, 0)
     errors = np.random.default_rng(0).normal(scale=0.7, size=truth.shape)
     start = replace(start, positions_px=jnp.asarray(truth + errors, jnp.float32))
-    state, _ = run(measurements, {"iterations": 30, "position_correction": {"start": 5, "step": 0.1}}, state=start)
+    state, _ = run(
+        measurements,
+        {"iterations": 30, "position_correction": {"start": 5, "step": 0.1}},
+        state=start,
+    )
     assert rms_error(state.positions_px) < 0.5 * rms_error(start.positions_px)
     assert nrmse(dataset, measurements, state) < 0.25
 

@@ -14,7 +14,12 @@ from ptyopt.plan import parse_plan
 
 
 def gradient_plan(**engine):
-    settings = {"kind": "gradient", "iterations": 25, "group_size": 16, "object_solver": {"learning_rate": 0.03}}
+    settings = {
+        "kind": "gradient",
+        "iterations": 25,
+        "group_size": 16,
+        "object_solver": {"learning_rate": 0.03},
+    }
     settings.update(engine)
     return parse_plan({"engines": [settings]})
 
@@ -23,7 +28,11 @@ def reconstruct(dataset, plan, state=None):
     measurements = measurements_from(dataset)
     losses = []
     final = run_plan(plan, measurements, observers=[lambda r: losses.append(r.loss)], state=state)
-    return final, losses, metrics.score_object(np.asarray(final.object), dataset.ground_truth, measurements.geometry)
+    return (
+        final,
+        losses,
+        metrics.score_object(np.asarray(final.object), dataset.ground_truth, measurements.geometry),
+    )
 
 
 def test_single_slice_converges(small_dataset):
@@ -36,7 +45,8 @@ def test_single_slice_converges(small_dataset):
 
 
 def test_multislice_converges(thick_dataset):
-    """4 slices, summed potential: NRMSE below 0.3 in 30 iterations (measured 0.17; per slice 0.5–0.6, the last slice 2.0: little depth resolution at 25 mrad);
+    """4 slices, summed potential: NRMSE below 0.3 in 30 iterations (measured 0.17; per slice
+    0.5–0.6, the last slice 2.0: little depth resolution at 25 mrad);
     the projected phase (~3 rad) is beyond the weak-phase regime of one slice."""
     plan = gradient_plan(iterations=30, object_solver={"learning_rate": 0.02})
     state, losses, score = reconstruct(thick_dataset, plan)
@@ -47,10 +57,16 @@ def test_multislice_converges(thick_dataset):
 
 @pytest.mark.parametrize(
     "solver",
-    [{"name": "sgd", "learning_rate": 2e-4, "momentum": 0.9}, {"name": "sgd", "learning_rate": 2e-4, "momentum": 0.9, "nesterov": True}, {"name": "polyak_sgd", "learning_rate": 0.05}],
+    [
+        {"name": "sgd", "learning_rate": 2e-4, "momentum": 0.9},
+        {"name": "sgd", "learning_rate": 2e-4, "momentum": 0.9, "nesterov": True},
+        {"name": "polyak_sgd", "learning_rate": 0.05},
+    ],
 )
 def test_other_solvers_descend(small_dataset, solver):
-    _, losses, score = reconstruct(small_dataset, gradient_plan(iterations=10, object_solver=solver))
+    _, losses, score = reconstruct(
+        small_dataset, gradient_plan(iterations=10, object_solver=solver)
+    )
     assert losses[-1] < 0.7 * losses[0]
     assert score.nrmse < 0.9
 
@@ -64,7 +80,9 @@ def test_position_correction_halves_position_errors(small_dataset):
     truth = np.asarray(start.positions_px)
     error = np.random.default_rng(7).normal(0, 0.8, truth.shape)
     state = replace(start, positions_px=start.positions_px + error.astype(np.float32))
-    plan = gradient_plan(iterations=40, position_correction={"start": 5, "step": 0.1, "max_step_px": 0.3})
+    plan = gradient_plan(
+        iterations=40, position_correction={"start": 5, "step": 0.1, "max_step_px": 0.3}
+    )
     final, _, score = reconstruct(small_dataset, plan, state=state)
 
     def rms(offsets):
@@ -76,7 +94,9 @@ def test_position_correction_halves_position_errors(small_dataset):
 
 def test_object_l2_pulls_towards_vacuum(small_dataset):
     _, _, free = reconstruct(small_dataset, gradient_plan(iterations=10))
-    state, _, _ = reconstruct(small_dataset, gradient_plan(iterations=10, regularizers={"object_l2": {"weight": 1.0e6}}))
+    state, _, _ = reconstruct(
+        small_dataset, gradient_plan(iterations=10, regularizers={"object_l2": {"weight": 1.0e6}})
+    )
     assert float(np.abs(np.asarray(state.object) - 1).mean()) < 0.1 * free.nrmse
 
 

@@ -44,7 +44,12 @@ def thick():
 
 
 def lsqml_plan(probe_modes: int = 1, **engine):
-    settings = {"kind": "lsqml", "iterations": 25, "group_size": 16, "noise": {"model": "poisson", "epsilon": 1.0}}
+    settings = {
+        "kind": "lsqml",
+        "iterations": 25,
+        "group_size": 16,
+        "noise": {"model": "poisson", "epsilon": 1.0},
+    }
     settings.update(engine)
     return parse_plan({"probe_modes": probe_modes, "engines": [settings]})
 
@@ -53,11 +58,15 @@ def reconstruct(dataset, plan, state=None):
     """Final state, losses per iteration and the registered NRMSE of the summed potential."""
     measurements = measurements_from(dataset)
     losses = []
-    final = run_plan(plan, measurements, observers=[lambda report: losses.append(report.loss)], state=state)
+    final = run_plan(
+        plan, measurements, observers=[lambda report: losses.append(report.loss)], state=state
+    )
     truth = dataset.ground_truth
     potential = metrics.object_potential_V_A(np.asarray(final.object), truth.sigma_per_V_A).sum(0)
     geometry = measurements.geometry
-    score = metrics.score_projected_potential(potential, truth.projected_V_A, tuple(geometry.origin_px), geometry.field_of_view(2))
+    score = metrics.score_projected_potential(
+        potential, truth.projected_V_A, tuple(geometry.origin_px), geometry.field_of_view(2)
+    )
     return final, losses, score
 
 
@@ -96,7 +105,9 @@ def test_position_correction_halves_position_errors(thin):
     truth = np.asarray(start.positions_px)
     error = np.random.default_rng(7).normal(0, 0.6, truth.shape).astype(np.float32)
     plan = lsqml_plan(iterations=40, position_correction={"start": 5, "step": 0.05})
-    final, _, score = reconstruct(thin, plan, state=replace(start, positions_px=start.positions_px + error))
+    final, _, score = reconstruct(
+        thin, plan, state=replace(start, positions_px=start.positions_px + error)
+    )
 
     def rms(offsets):
         return float(np.sqrt(np.mean(np.sum((offsets - offsets.mean(axis=0)) ** 2, axis=1))))
@@ -124,8 +135,12 @@ def test_hyperparameters_are_honoured_without_recompiling(thin):
         np.testing.assert_array_equal(np.asarray(fixed_probe.probe), np.asarray(start.probe))
         assert float(np.abs(np.asarray(fixed_probe.object) - 1).max()) > 0.1
 
-    weak = run(illum_reg_object=1e-3, illum_reg_probe=1e-3, noise={"model": "poisson", "epsilon": 3.0})
-    strong = run(illum_reg_object=1.0, illum_reg_probe=1.0, beta_object={"kind": "cosine", "value": 0.9})
+    weak = run(
+        illum_reg_object=1e-3, illum_reg_probe=1e-3, noise={"model": "poisson", "epsilon": 3.0}
+    )
+    strong = run(
+        illum_reg_object=1.0, illum_reg_probe=1.0, beta_object={"kind": "cosine", "value": 0.9}
+    )
     assert float(np.abs(np.asarray(weak.object) - np.asarray(strong.object)).max()) > 1e-3
 
     assert lsqml.lsqml_iteration._cache_size() == compiled

@@ -31,10 +31,29 @@ def test_multislice_mixed_state_with_position_correction(thick_dataset, kind):
     start = initial_state(measurements, 4, 2, seed=0)
     nominal = np.asarray(start.positions_px)
     error = np.random.default_rng(3).normal(0, 0.3, nominal.shape).astype(np.float32)
-    plan = parse_plan({"engines": [{"kind": kind, "iterations": 25, "probe_update_start": 2, "position_correction": {"start": 5, "step": 0.05, "max_step_px": 0.2}, **SETTINGS[kind]}]})
+    plan = parse_plan(
+        {
+            "engines": [
+                {
+                    "kind": kind,
+                    "iterations": 25,
+                    "probe_update_start": 2,
+                    "position_correction": {"start": 5, "step": 0.05, "max_step_px": 0.2},
+                    **SETTINGS[kind],
+                }
+            ]
+        }
+    )
     losses = []
-    state = run_plan(plan, measurements, observers=[lambda r: losses.append(r.loss)], state=replace(start, positions_px=start.positions_px + error))
-    score = metrics.score_object(np.asarray(state.object), thick_dataset.ground_truth, measurements.geometry)
+    state = run_plan(
+        plan,
+        measurements,
+        observers=[lambda r: losses.append(r.loss)],
+        state=replace(start, positions_px=start.positions_px + error),
+    )
+    score = metrics.score_object(
+        np.asarray(state.object), thick_dataset.ground_truth, measurements.geometry
+    )
 
     def rms(offsets):
         return float(np.sqrt(np.mean(np.sum((offsets - offsets.mean(axis=0)) ** 2, axis=1))))

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from ptyopt.engines.common import run_plan
-from ptyopt.initial import ReconState, initial_state, measurements_from, with_probe_modes, with_slices
+from ptyopt.initial import (
+    ReconState,
+    initial_state,
+    measurements_from,
+    with_probe_modes,
+    with_slices,
+)
 from ptyopt.plan import parse_plan
 
 
@@ -26,18 +32,29 @@ def test_added_modes_are_orthogonal_and_weak(small_dataset):
     modes = np.asarray(with_probe_modes(state, 3, seed=1).probe).reshape(3, -1)
     overlaps = np.abs(modes.conj() @ modes.T)
     np.testing.assert_allclose(overlaps - np.diag(np.diag(overlaps)), 0, atol=1e-3 * power)
-    assert np.sum(np.abs(modes) ** 2) == pytest.approx(power * 1.1, rel=1e-3)  # two modes of 5% each
+    assert np.sum(np.abs(modes) ** 2) == pytest.approx(
+        power * 1.1, rel=1e-3
+    )  # two modes of 5% each
     assert np.diag(overlaps)[0] > 0.85 * power
 
 
 def test_slice_resampling_keeps_the_projected_phase():
     rng = np.random.default_rng(0)
     phase = rng.uniform(0, 0.4, (3, 16, 16))
-    state = ReconState(jnp.asarray(np.exp(1j * phase), jnp.complex64), jnp.ones((1, 8, 8), jnp.complex64), jnp.zeros((1, 2)), (2.0, 2.0, 2.0))
+    state = ReconState(
+        jnp.asarray(np.exp(1j * phase), jnp.complex64),
+        jnp.ones((1, 8, 8), jnp.complex64),
+        jnp.zeros((1, 2)),
+        (2.0, 2.0, 2.0),
+    )
     for n in (1, 2, 5):
         resampled = with_slices(state, n)
-        assert resampled.object.shape[0] == n and sum(resampled.slice_thicknesses_A) == pytest.approx(6.0)
-        np.testing.assert_allclose(np.angle(np.asarray(resampled.object)).sum(axis=0), phase.sum(axis=0), atol=1e-5)
+        assert resampled.object.shape[0] == n and sum(
+            resampled.slice_thicknesses_A
+        ) == pytest.approx(6.0)
+        np.testing.assert_allclose(
+            np.angle(np.asarray(resampled.object)).sum(axis=0), phase.sum(axis=0), atol=1e-5
+        )
 
 
 def test_a_plan_changes_slices_and_modes_between_engines(small_dataset):
@@ -46,7 +63,13 @@ def test_a_plan_changes_slices_and_modes_between_engines(small_dataset):
             "slices": 1,
             "engines": [
                 {"kind": "lsqml", "iterations": 3, "group_size": 16},
-                {"kind": "gradient", "iterations": 3, "group_size": 16, "slices": 2, "probe_modes": 2},
+                {
+                    "kind": "gradient",
+                    "iterations": 3,
+                    "group_size": 16,
+                    "slices": 2,
+                    "probe_modes": 2,
+                },
                 {"kind": "epie", "iterations": 2, "group_size": 8},
             ],
         }

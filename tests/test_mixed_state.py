@@ -20,7 +20,12 @@ def incoherent_dataset():
     noise-free so that only the coherence model limits the fit."""
     recipe = small_recipe(
         optics={"energy_kV": 300, "semiangle_mrad": 25, "defocus_A": 40, "source_size_A": 0.5},
-        simulation={"oversampling": 2, "phonon_configs": 1, "ground_truth_configs": 4, "coherence_samples": 3},
+        simulation={
+            "oversampling": 2,
+            "phonon_configs": 1,
+            "ground_truth_configs": 4,
+            "coherence_samples": 3,
+        },
         poisson_noise=False,
     )
     return simulate_dataset(recipe, progress=False)
@@ -44,7 +49,9 @@ def reconstruct(dataset, modes: int):
     )
     losses = []
     state = run_plan(plan, measurements, observers=[lambda r: losses.append(r.loss)])
-    return losses[-1], metrics.score_object(np.asarray(state.object), dataset.ground_truth, measurements.geometry).nrmse
+    return losses[-1], metrics.score_object(
+        np.asarray(state.object), dataset.ground_truth, measurements.geometry
+    ).nrmse
 
 
 def test_more_modes_beat_one_under_partial_coherence(incoherent_dataset):

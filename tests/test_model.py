@@ -24,7 +24,9 @@ def test_vacuum_gives_the_aperture(x64):
     obj = jnp.ones((3, 2 * N, 2 * N), jnp.complex128)
     props = model.slice_propagators((N, N), SAMPLING, ENERGY, [2.0, 2.0, 2.0], dtype=jnp.complex128)
     positions = jnp.array([[N, N], [N + 3.3, N - 7.6]], jnp.float64)
-    intensity = np.asarray(model.far_field_intensities(obj, probe(jnp.complex128), positions, props))
+    intensity = np.asarray(
+        model.far_field_intensities(obj, probe(jnp.complex128), positions, props)
+    )
     aperture = np.asarray(physics.soft_aperture((N, N), SAMPLING, ENERGY, 25.0, jnp.float64)) ** 2
     expected = aperture / aperture.sum()
     for pattern in intensity:
@@ -45,9 +47,17 @@ def test_probe_shift_of_a_whole_pixel_equals_a_window_move(x64):
     props = model.slice_propagators((N, N), SAMPLING, ENERGY, [1.0], dtype=jnp.complex128)
     p = probe(jnp.complex128)
     corners, _ = model.split_positions(jnp.array([[N + 0.0, N + 0.0]]), (N, N))
-    moved_window = model.exit_waves(model.object_patches(obj, corners + jnp.array([[0, 1]]), (N, N)), p[None], props)
-    shifted_probe = model.exit_waves(model.object_patches(obj, corners, (N, N)), model.shifted_probes(p, jnp.array([[0.0, 1.0]])), props)
-    np.testing.assert_allclose(np.asarray(shifted_probe)[..., 1:], np.asarray(moved_window)[..., :-1], atol=1e-12)
+    moved_window = model.exit_waves(
+        model.object_patches(obj, corners + jnp.array([[0, 1]]), (N, N)), p[None], props
+    )
+    shifted_probe = model.exit_waves(
+        model.object_patches(obj, corners, (N, N)),
+        model.shifted_probes(p, jnp.array([[0.0, 1.0]])),
+        props,
+    )
+    np.testing.assert_allclose(
+        np.asarray(shifted_probe)[..., 1:], np.asarray(moved_window)[..., :-1], atol=1e-12
+    )
 
 
 def test_probe_modes_add_incoherently():
@@ -57,7 +67,9 @@ def test_probe_modes_add_incoherently():
     modes = jnp.concatenate([probe(defocus=20.0), 0.5 * probe(defocus=-40.0)])
     positions = jnp.array([[N + 0.25, N - 0.4]])
     both = model.far_field_intensities(obj, modes, positions, props)
-    each = sum(model.far_field_intensities(obj, modes[i : i + 1], positions, props) for i in range(2))
+    each = sum(
+        model.far_field_intensities(obj, modes[i : i + 1], positions, props) for i in range(2)
+    )
     np.testing.assert_allclose(np.asarray(both), np.asarray(each), rtol=1e-5, atol=1e-9)
 
 
@@ -68,7 +80,9 @@ def test_float32_by_default_float64_selectable(x64):
     out32 = far_field_intensities(obj, probe(), jnp.array([[N, N]], jnp.float32), props)
     assert out32.dtype == jnp.float32
     props64 = model.slice_propagators((N, N), SAMPLING, ENERGY, [1.0], dtype=jnp.complex128)
-    out64 = far_field_intensities(obj.astype(jnp.complex128), probe(jnp.complex128), jnp.array([[N, N]], jnp.float64), props64)
+    out64 = far_field_intensities(
+        obj.astype(jnp.complex128), probe(jnp.complex128), jnp.array([[N, N]], jnp.float64), props64
+    )
     assert out64.dtype == jnp.float64
 
 
@@ -79,14 +93,24 @@ def test_gradient_matches_finite_differences(x64):
     props = model.slice_propagators((N, N), SAMPLING, ENERGY, [2.0, 2.0], dtype=jnp.complex128)
     p = probe(jnp.complex128)
     positions = jnp.array([[N + 0.3, N + 0.7], [N - 2.2, N + 4.1]])
-    target = model.far_field_intensities(jnp.asarray(np.exp(1j * rng.uniform(0, 1, obj.shape))), p, positions, props)
+    target = model.far_field_intensities(
+        jnp.asarray(np.exp(1j * rng.uniform(0, 1, obj.shape))), p, positions, props
+    )
 
     def loss(o):
-        return jnp.sum((jnp.sqrt(model.far_field_intensities(o, p, positions, props) + 1e-9) - jnp.sqrt(target + 1e-9)) ** 2)
+        return jnp.sum(
+            (
+                jnp.sqrt(model.far_field_intensities(o, p, positions, props) + 1e-9)
+                - jnp.sqrt(target + 1e-9)
+            )
+            ** 2
+        )
 
     direction = jnp.asarray(rng.normal(size=obj.shape) + 1j * rng.normal(size=obj.shape))
     grad = jax.grad(loss)(obj)
-    analytic = float(jnp.real(jnp.vdot(jnp.conj(grad), direction)))  # descent direction is conj(grad)
+    analytic = float(
+        jnp.real(jnp.vdot(jnp.conj(grad), direction))
+    )  # descent direction is conj(grad)
     h = 1e-6
     numeric = float((loss(obj + h * direction) - loss(obj - h * direction)) / (2 * h))
     assert analytic == pytest.approx(numeric, rel=1e-6)

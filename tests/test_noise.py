@@ -14,7 +14,9 @@ from ptyopt.plan import parse_plan
 
 RNG = np.random.default_rng(0)
 MEASURED = jnp.asarray(RNG.poisson(5.0, (3, 8, 8)), jnp.float32)
-FAR_FIELD = jnp.asarray(RNG.normal(size=(3, 2, 8, 8)) + 1j * RNG.normal(size=(3, 2, 8, 8)), jnp.complex64)
+FAR_FIELD = jnp.asarray(
+    RNG.normal(size=(3, 2, 8, 8)) + 1j * RNG.normal(size=(3, 2, 8, 8)), jnp.complex64
+)
 
 
 def intensity(far_field):
@@ -50,11 +52,17 @@ def test_finite_at_zero_model_intensity(name):
 def test_amplitude_update_is_the_modulus_constraint():
     """ε = 0: Ψ + χ has the measured modulus √J (summed over modes) and Ψ's phase
     (where J > 0; where J = 0 the corrected wave is 0)."""
-    chi = NOISE_MODELS["amplitude"].wavefront_update(FAR_FIELD, intensity(FAR_FIELD), MEASURED, jnp.float32(0))
+    chi = NOISE_MODELS["amplitude"].wavefront_update(
+        FAR_FIELD, intensity(FAR_FIELD), MEASURED, jnp.float32(0)
+    )
     corrected = FAR_FIELD + chi
-    np.testing.assert_allclose(np.asarray(intensity(corrected)), np.asarray(MEASURED), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(intensity(corrected)), np.asarray(MEASURED), rtol=1e-4, atol=1e-4
+    )
     lit = np.broadcast_to(np.asarray(MEASURED)[:, None] > 0, corrected.shape)
-    np.testing.assert_allclose(np.angle(np.asarray(corrected))[lit], np.angle(np.asarray(FAR_FIELD))[lit], atol=1e-4)
+    np.testing.assert_allclose(
+        np.angle(np.asarray(corrected))[lit], np.angle(np.asarray(FAR_FIELD))[lit], atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("name", sorted(NOISE_MODELS))

@@ -13,8 +13,23 @@ from ptyopt.plan import parse_plan
 
 def test_scores_every_k_and_at_the_end(small_dataset):
     measurements = measurements_from(small_dataset)
-    plan = parse_plan({"engines": [{"kind": "lsqml", "iterations": 4, "group_size": 16}, {"kind": "gradient", "iterations": 3, "group_size": 16}]})
-    scores = EveryKScores(lambda s: metrics.score_object(np.asarray(s.object), small_dataset.ground_truth, measurements.geometry).nrmse, every=3, total_iterations=7)
+    plan = parse_plan(
+        {
+            "engines": [
+                {"kind": "lsqml", "iterations": 4, "group_size": 16},
+                {"kind": "gradient", "iterations": 3, "group_size": 16},
+            ]
+        }
+    )
+    scores = EveryKScores(
+        lambda s: (
+            metrics.score_object(
+                np.asarray(s.object), small_dataset.ground_truth, measurements.geometry
+            ).nrmse
+        ),
+        every=3,
+        total_iterations=7,
+    )
     bar = ProgressBar(7, scores)
     run_plan(plan, measurements, observers=[scores, bar])
     assert [i for i, _ in scores.history] == [3, 6, 7]

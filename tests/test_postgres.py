@@ -12,11 +12,13 @@ import time
 from collections import Counter
 
 import optuna
-
-from ptyopt.study.runner import _counted
 from conftest import EAGER_PRUNING, TINY_STUDY
 
-pytest_plugins = ["pg_server"]  # session-scoped `postgres` and `study_caches`, shared with test_worker_kill.py
+from ptyopt.study.runner import _counted
+
+pytest_plugins = [
+    "pg_server"
+]  # session-scoped `postgres` and `study_caches`, shared with test_worker_kill.py
 
 State = optuna.trial.TrialState
 TINY = TINY_STUDY + EAGER_PRUNING
@@ -33,7 +35,8 @@ def postgres_command(server, name: str, budget: int, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "ptyopt", "study=quickstart", *TINY, *extra,
         f"study.name={name}", f"study.n_trials={budget}",
-        "storage=postgres", f"storage.url={server.url}", "storage.heartbeat_interval_s=1", "storage.grace_period_s=4",
+        "storage=postgres", f"storage.url={server.url}",
+        "storage.heartbeat_interval_s=1", "storage.grace_period_s=4",
     ]  # fmt: skip
 
 
@@ -50,7 +53,11 @@ def stop_all(processes: list[subprocess.Popen]) -> None:
 
 
 def failures(workers: list[subprocess.Popen], outputs: list[tuple[str, str]]) -> str:
-    return "\n".join(f"worker {w.pid} exited {w.returncode}: {err[-1500:]}" for w, (_, err) in zip(workers, outputs) if w.returncode)
+    return "\n".join(
+        f"worker {w.pid} exited {w.returncode}: {err[-1500:]}"
+        for w, (_, err) in zip(workers, outputs, strict=True)
+        if w.returncode
+    )
 
 
 def open_study(server, name: str) -> optuna.Study:
@@ -68,7 +75,12 @@ def test_four_workers_share_a_postgres_study(postgres, study_caches, tmp_path):
     create_tables(postgres)
     command = postgres_command(postgres, "pg_workers", BUDGET, *SLOWER)
     began = time.perf_counter()
-    workers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(WORKERS)]
+    workers = [
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(WORKERS)
+    ]
     try:
         outputs = [worker.communicate(timeout=150) for worker in workers]
     finally:
@@ -78,15 +90,26 @@ def test_four_workers_share_a_postgres_study(postgres, study_caches, tmp_path):
 
     study = open_study(postgres, "pg_workers")  # readable with optuna.load_study
     trials = study.trials
-    assert sorted(t.number for t in trials) == list(range(BUDGET))  # the budget exactly; numbers unique and consecutive
+    assert sorted(t.number for t in trials) == list(
+        range(BUDGET)
+    )  # the budget exactly; numbers unique and consecutive
     assert [t.state for t in trials] == [State.COMPLETE] * BUDGET and _counted(study) == BUDGET
     assert all(0 < t.value < 1 for t in trials)
     assert len({t.user_attrs["trial_dir"] for t in trials}) == BUDGET
     per_worker = Counter(t.user_attrs["pid"] for t in trials)
-    assert set(per_worker) == {w.pid for w in workers}, f"every worker runs a trial; trials per worker pid: {dict(per_worker)}"
+    assert set(per_worker) == {w.pid for w in workers}, (
+        f"every worker runs a trial; trials per worker pid: {dict(per_worker)}"
+    )
     alike = Counter(tuple(sorted(t.params.items())) for t in trials)
-    assert len(alike) == BUDGET, f"no two trials alike; repeated: {[[t.number for t in trials if tuple(sorted(t.params.items())) == p] for p, n in alike.items() if n > 1]}"
-    print(f"\n{WORKERS} workers ran {BUDGET} trials in {seconds:.1f} s; trials per worker {sorted(per_worker.values())}")
+    repeated = [p for p, n in alike.items() if n > 1]
+    assert len(alike) == BUDGET, (
+        "no two trials alike; repeated: "
+        f"{[[t.number for t in trials if tuple(sorted(t.params.items())) == p] for p in repeated]}"
+    )
+    print(
+        f"\n{WORKERS} workers ran {BUDGET} trials in {seconds:.1f} s; "
+        f"trials per worker {sorted(per_worker.values())}"
+    )
 
 
 OPEN_STORAGE = """
@@ -100,7 +123,10 @@ failed = 0
 for round, url in enumerate(urls):
     time.sleep(max(0.0, start_at + 0.5 * round - time.time()))
     try:
-        storage = make_storage(StorageSettings(kind="postgres", url=url, heartbeat_interval_s=1, grace_period_s=4), folder)
+        storage = make_storage(
+            StorageSettings(kind="postgres", url=url, heartbeat_interval_s=1, grace_period_s=4),
+            folder,
+        )
         optuna.create_study(storage=storage, study_name="fresh", load_if_exists=True)
     except Exception as err:
         failed += 1
@@ -117,13 +143,29 @@ def test_workers_open_a_fresh_database_together(postgres, tmp_path):
     urls = [postgres.create_database(f"fresh{round}") for round in range(ROUNDS)]
     env = {**os.environ, "PTYOPT_HOME": str(tmp_path), "PTYOPT_DB_PASSWORD": postgres.password}
     start_at = time.time() + 2.5  # once every interpreter has imported ptyopt
-    workers = [subprocess.Popen([sys.executable, "-c", OPEN_STORAGE, str(start_at), str(tmp_path / f"w{i}"), *urls], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(WORKERS)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_STORAGE, str(start_at), str(tmp_path / f"w{i}"), *urls],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(WORKERS)
+    ]
     try:
         outputs = [worker.communicate(timeout=60) for worker in workers]
     finally:
         stop_all(workers)
-    reasons = sorted({line for _, err in outputs for line in err.splitlines() if line.startswith("fresh")})
-    assert [w.returncode for w in workers] == [0] * WORKERS, f"{sum(w.returncode for w in workers)} of {WORKERS * ROUNDS} openings failed:\n" + "\n".join(reasons)
+    reasons = sorted(
+        {line for _, err in outputs for line in err.splitlines() if line.startswith("fresh")}
+    )
+    assert [w.returncode for w in workers] == [0] * WORKERS, (
+        f"{sum(w.returncode for w in workers)} of {WORKERS * ROUNDS} openings failed:\n"
+        + "\n".join(reasons)
+    )
     for url in urls:
-        summaries = optuna.get_all_study_summaries(storage=url.replace("ptyopt@", f"ptyopt:{postgres.password}@"))
+        summaries = optuna.get_all_study_summaries(
+            storage=url.replace("ptyopt@", f"ptyopt:{postgres.password}@")
+        )
         assert [s.study_name for s in summaries] == ["fresh"]

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from ptyopt.data.recipe import available_recipes, derive_sampling, load_recipe, recipe_from_mapping, recipe_hash
+from ptyopt.data.recipe import (
+    available_recipes,
+    derive_sampling,
+    load_recipe,
+    recipe_from_mapping,
+    recipe_hash,
+)
 from ptyopt.data.structures import build_specimen
 from ptyopt.errors import ConfigError
 
@@ -13,8 +19,14 @@ def test_shipped_recipes_load_and_fit():
     assert {"quickstart", "thin", "bench"} <= set(available_recipes())
     for name in available_recipes():
         recipe = load_recipe(name)
-        specimen = build_specimen(recipe.structure.name, tuple(recipe.structure.lateral_repeats), recipe.structure.thickness_A)
-        derive_sampling(recipe, specimen.cell_edge_A)  # raises unless the detector reaches beyond the bright-field disc
+        specimen = build_specimen(
+            recipe.structure.name,
+            tuple(recipe.structure.lateral_repeats),
+            recipe.structure.thickness_A,
+        )
+        derive_sampling(
+            recipe, specimen.cell_edge_A
+        )  # raises unless the detector reaches beyond the bright-field disc
         assert abs(specimen.lateral_strain) < 0.02
 
 
@@ -22,7 +34,9 @@ def test_bench_recipe_is_the_benchmark_case():
     recipe = load_recipe("bench")
     assert recipe.reconstruction_slices >= 10 and recipe.poisson_noise
     assert 64 <= recipe.detector.pixels <= 96 and recipe.scan.shape == [32, 32]
-    specimen = build_specimen(recipe.structure.name, tuple(recipe.structure.lateral_repeats), recipe.structure.thickness_A)
+    specimen = build_specimen(
+        recipe.structure.name, tuple(recipe.structure.lateral_repeats), recipe.structure.thickness_A
+    )
     assert specimen.thickness_A == pytest.approx(50.0, abs=3.0)
 
 
@@ -36,7 +50,10 @@ def test_bench_recipe_is_the_benchmark_case():
         ({"scan": {"shape": [0, 4]}}, "scan.shape"),
         ({"detector": {"pixels": 31}}, "detector.pixels"),
         ({"simulation": {"oversampling": 1}}, "simulation.oversampling"),
-        ({"simulation": {"phonon_configs": 8, "ground_truth_configs": 4}}, "simulation.ground_truth_configs"),
+        (
+            {"simulation": {"phonon_configs": 8, "ground_truth_configs": 4}},
+            "simulation.ground_truth_configs",
+        ),
         ({"structure": {"name": "graphene"}}, "structure.name"),
         ({"dose_e_per_A2": 0}, "dose_e_per_A2"),
         ({"reconstruction_slices": 0}, "reconstruction_slices"),
@@ -68,5 +85,7 @@ def test_unknown_shipped_recipe_lists_the_choices():
 def test_hash_follows_recipe_and_abtem_version():
     base = recipe_from_mapping({})
     assert recipe_hash(base, "1.0.11") == recipe_hash(recipe_from_mapping({}), "1.0.11")
-    assert recipe_hash(base, "1.0.11") != recipe_hash(recipe_from_mapping({"noise_seed": 1}), "1.0.11")
+    assert recipe_hash(base, "1.0.11") != recipe_hash(
+        recipe_from_mapping({"noise_seed": 1}), "1.0.11"
+    )
     assert recipe_hash(base, "1.0.11") != recipe_hash(base, "1.0.12")

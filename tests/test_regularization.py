@@ -43,7 +43,9 @@ def measurements(shape=(40, 48), counts=2.0):
     positions = np.array([[y, x] for y in (12.0, 20.0, 28.0) for x in (12.0, 24.0, 36.0)])
     geometry = Geometry(positions, np.zeros(2), shape, (N, N))
     patterns = jnp.full((len(positions), N, N), counts, jnp.float32)
-    return Measurements(patterns, jnp.ones((N, N), jnp.complex64), geometry, 0.2, 200e3, 20.0, {}, 10.0, 2)
+    return Measurements(
+        patterns, jnp.ones((N, N), jnp.complex64), geometry, 0.2, 200e3, 20.0, {}, 10.0, 2
+    )
 
 
 def state_of(obj=None, probe=None, shape=(40, 48)):
@@ -84,13 +86,16 @@ def ones():
 
 def perturbed_object():
     rng = np.random.default_rng(0)
-    return jnp.asarray(1 + 0.1 * (rng.normal(size=(S, H, W)) + 1j * rng.normal(size=(S, H, W))), jnp.complex64)
+    return jnp.asarray(
+        1 + 0.1 * (rng.normal(size=(S, H, W)) + 1j * rng.normal(size=(S, H, W))), jnp.complex64
+    )
 
 
 def test_registry_is_complete():
     assert set(REGULARIZERS) == {
-        "object_l1", "object_l2", "object_phase_l1", "object_power_spectrum_l1", "object_tikhonov", "object_tv",
-        "layer_tikhonov", "layer_tv", "probe_phase_tikhonov", "probe_recip_tikhonov", "probe_recip_tv",
+        "object_l1", "object_l2", "object_phase_l1", "object_power_spectrum_l1",
+        "object_tikhonov", "object_tv", "layer_tikhonov", "layer_tv",
+        "probe_phase_tikhonov", "probe_recip_tikhonov", "probe_recip_tv",
     }  # fmt: skip
 
 
@@ -103,7 +108,11 @@ def test_object_costs_vanish_at_vacuum_and_grow_with_structure(name):
 @pytest.mark.parametrize("name", PROBE_COSTS)
 def test_probe_costs_vanish_for_a_flat_probe_and_are_dose_independent(name):
     # flat in real space (phase) or in reciprocal space (a delta in real space)
-    flat = flat_probe() if name == "probe_phase_tikhonov" else jnp.zeros((1, N, N), jnp.complex64).at[:, 0, 0].set(5.0)
+    flat = (
+        flat_probe()
+        if name == "probe_phase_tikhonov"
+        else jnp.zeros((1, N, N), jnp.complex64).at[:, 0, 0].set(5.0)
+    )
     assert cost(name, ones(), flat) == pytest.approx(0.0, abs=1e-9)
     value = cost(name, ones())
     assert value > 1e-3
@@ -113,7 +122,12 @@ def test_probe_costs_vanish_for_a_flat_probe_and_are_dose_independent(name):
 def test_costs_have_finite_gradients_at_a_uniform_object():
     delta = jnp.zeros((1, N, N), jnp.complex64).at[:, 0, 0].set(5.0)
     at_minimum = all_gradients(ones(), flat_probe())
-    at_minimum.update({name: all_gradients(ones(), delta)[name] for name in ("probe_recip_tikhonov", "probe_recip_tv")})
+    at_minimum.update(
+        {
+            name: all_gradients(ones(), delta)[name]
+            for name in ("probe_recip_tikhonov", "probe_recip_tv")
+        }
+    )
     for name, (g_obj, g_probe) in at_minimum.items():
         # vacuum and flat probes are minima: the gradient is finite and 0
         assert float(jnp.max(jnp.abs(g_obj))) == 0.0, name
@@ -130,7 +144,9 @@ def test_l1_l2_and_phase_scales():
     bump = ones().at[:, :6, :].set(1 + 0.3j)  # a quarter of the pixels differ by 0.3
     assert cost("object_l1", bump) == pytest.approx(0.25 * 0.3, rel=1e-3)
     assert cost("object_l2", bump) == pytest.approx(0.25 * 0.09, rel=1e-5)
-    assert cost("object_phase_l1", object_with_phase(np.full((S, H, W), -0.4))) == pytest.approx(0.4, rel=1e-3)
+    assert cost("object_phase_l1", object_with_phase(np.full((S, H, W), -0.4))) == pytest.approx(
+        0.4, rel=1e-3
+    )
 
 
 def test_power_spectrum_l1_of_a_plane_wave():
@@ -145,8 +161,12 @@ def test_tikhonov_of_a_phase_ramp_is_analytic():
     a = 0.3
     along_x = object_with_phase(np.broadcast_to(a * np.arange(W), (S, H, W)))
     along_y = object_with_phase(np.broadcast_to(a * np.arange(H)[:, None], (S, H, W)))
-    assert cost("object_tikhonov", along_x) == pytest.approx(4 * np.sin(a / 2) ** 2 * (W - 1) / W, rel=1e-4)
-    assert cost("object_tikhonov", along_y) == pytest.approx(4 * np.sin(a / 2) ** 2 * (H - 1) / H, rel=1e-4)
+    assert cost("object_tikhonov", along_x) == pytest.approx(
+        4 * np.sin(a / 2) ** 2 * (W - 1) / W, rel=1e-4
+    )
+    assert cost("object_tikhonov", along_y) == pytest.approx(
+        4 * np.sin(a / 2) ** 2 * (H - 1) / H, rel=1e-4
+    )
 
 
 def test_tv_of_a_step_is_height_times_edge_over_pixels():
@@ -155,8 +175,13 @@ def test_tv_of_a_step_is_height_times_edge_over_pixels():
     assert cost("object_tv", straight) == pytest.approx(h * H * S / (S * H * W), rel=1e-3)
     # isotropic: the pixels (y, W − 1 − y) on a diagonal staircase step by h in both
     # directions and cost h·√2 (not 2h), except the two ends cut by the boundary (h)
-    diagonal = jnp.asarray(np.where(np.add.outer(np.arange(H), np.arange(W)) >= W, 1 + h, 1.0)[None].repeat(S, 0), jnp.complex64)
-    assert cost("object_tv", diagonal) == pytest.approx(((H - 2) * np.sqrt(2) + 2) * h / (H * W), rel=1e-3)
+    diagonal = jnp.asarray(
+        np.where(np.add.outer(np.arange(H), np.arange(W)) >= W, 1 + h, 1.0)[None].repeat(S, 0),
+        jnp.complex64,
+    )
+    assert cost("object_tv", diagonal) == pytest.approx(
+        ((H - 2) * np.sqrt(2) + 2) * h / (H * W), rel=1e-3
+    )
 
 
 def test_layer_costs_scale_with_the_step_between_slices():
@@ -184,7 +209,9 @@ def test_reciprocal_probe_costs_of_a_shifted_delta():
     spectrum = np.broadcast_to(np.exp(-2j * np.pi * shift * k / N), (N, N))
     probe = jnp.asarray(np.fft.ifft2(spectrum, norm="ortho")[None] * 7, jnp.complex64)
     step = 2 * np.sin(np.pi * shift / N)  # |Ψ(k+1) − Ψ(k)|, stopping at ±Nyquist
-    assert cost("probe_recip_tikhonov", ones(), probe) == pytest.approx(step**2 * (N - 1) / N, rel=1e-3)
+    assert cost("probe_recip_tikhonov", ones(), probe) == pytest.approx(
+        step**2 * (N - 1) / N, rel=1e-3
+    )
     assert cost("probe_recip_tv", ones(), probe) == pytest.approx(step * (N - 1) / N, rel=1e-3)
 
 
@@ -226,7 +253,11 @@ def test_probe_support_zeros_the_spectrum_outside_the_aperture():
     np.testing.assert_allclose(after[:, inside], before[:, inside], rtol=1e-4, atol=1e-4)
     # the nominal probe (its soft aperture included) is left as it is
     nominal = nominal_probe()
-    np.testing.assert_allclose(apply("probe_support", state_of(probe=nominal), meas).probe, nominal, atol=1e-4 * float(jnp.abs(nominal).max()))
+    np.testing.assert_allclose(
+        apply("probe_support", state_of(probe=nominal), meas).probe,
+        nominal,
+        atol=1e-4 * float(jnp.abs(nominal).max()),
+    )
 
 
 def test_depth_blur_matrix_is_symmetric_and_doubly_stochastic():
@@ -245,7 +276,9 @@ def test_layer_blur_spreads_a_bright_slice_without_wrapping_and_conserves_the_su
     out = np.asarray(apply("layer_blur", state, sigma=1.0).object)
     phase, log_amplitude = np.angle(out), np.log(np.abs(out))
     assert phase[1].min() > 0.1 and phase[0].max() < 1.0  # spread to the neighbour
-    assert np.abs(phase[-1]).max() < 1e-6 and np.abs(phase[-2]).max() < 1e-3  # nothing wrapped to the far end
+    assert (
+        np.abs(phase[-1]).max() < 1e-6 and np.abs(phase[-2]).max() < 1e-3
+    )  # nothing wrapped to the far end
     np.testing.assert_allclose(phase.sum(axis=0), 1.0, atol=1e-5)
     np.testing.assert_allclose(log_amplitude.sum(axis=0), -0.2, atol=1e-5)
     uniform = state_of(object_with_phase(np.full((n, 8, 8), 0.3)), shape=(8, 8))
@@ -256,10 +289,19 @@ def test_object_low_pass_removes_high_and_keeps_low_frequencies():
     y, x = np.mgrid[:40, :48]
     low = 0.3 * np.cos(2 * np.pi * 2 * x / 48)  # 2/48 cycles/px
     high = 0.2 * np.cos(2 * np.pi * 0.45 * y)  # 0.9 of Nyquist
-    state = state_of(object_with_phase(np.broadcast_to(low + high, (2, 40, 48)), amplitude=np.exp(-0.1 * (1 + np.cos(2 * np.pi * 3 * y / 40)))))
+    state = state_of(
+        object_with_phase(
+            np.broadcast_to(low + high, (2, 40, 48)),
+            amplitude=np.exp(-0.1 * (1 + np.cos(2 * np.pi * 3 * y / 40))),
+        )
+    )
     out = np.asarray(apply("object_low_pass", state).object)
     np.testing.assert_allclose(np.angle(out), np.broadcast_to(low, (2, 40, 48)), atol=1e-5)
-    np.testing.assert_allclose(np.log(np.abs(out)), np.broadcast_to(-0.1 * (1 + np.cos(2 * np.pi * 3 * y / 40)), (2, 40, 48)), atol=1e-5)
+    np.testing.assert_allclose(
+        np.log(np.abs(out)),
+        np.broadcast_to(-0.1 * (1 + np.cos(2 * np.pi * 3 * y / 40)), (2, 40, 48)),
+        atol=1e-5,
+    )
 
 
 def test_phase_ramp_removal_removes_an_imposed_ramp():
@@ -274,11 +316,17 @@ def test_phase_ramp_removal_removes_an_imposed_ramp():
     rng = np.random.default_rng(3)
     structure = rng.uniform(0, 0.5, (2, 40, 48))
     plain = apply("phase_ramp_removal", state_of(object_with_phase(structure)), meas).object
-    tilted = apply("phase_ramp_removal", state_of(object_with_phase(structure + split)), meas).object
-    np.testing.assert_allclose(np.angle(np.prod(np.asarray(tilted) / np.asarray(plain), axis=0)), 0, atol=1e-5)
+    tilted = apply(
+        "phase_ramp_removal", state_of(object_with_phase(structure + split)), meas
+    ).object
+    np.testing.assert_allclose(
+        np.angle(np.prod(np.asarray(tilted) / np.asarray(plain), axis=0)), 0, atol=1e-5
+    )
     # the ramp is the least-squares one over the field of view (the constant is a circular mean)
     summed = structure.sum(axis=0) + 0.1 * y + 0.05 * x
-    out = apply("phase_ramp_removal", state_of(object_with_phase(np.stack([summed / 2, summed / 2]))), meas).object
+    out = apply(
+        "phase_ramp_removal", state_of(object_with_phase(np.stack([summed / 2, summed / 2]))), meas
+    ).object
     fov = meas.geometry.field_of_view()
     design = np.stack([np.ones(y[fov].size), y[fov].ravel(), x[fov].ravel()], axis=1)
     _, slope_y, slope_x = np.linalg.lstsq(design, summed[fov].ravel(), rcond=None)[0]
@@ -293,7 +341,12 @@ def test_orthogonalisation_gives_orthogonal_modes_and_keeps_the_intensity():
     out = np.asarray(apply("orthogonalize_probe_modes", state_of(probe=probe)).probe)
     overlap = np.vdot(out[0], out[1])
     assert abs(overlap) < 1e-4 * np.linalg.norm(out[0]) * np.linalg.norm(out[1])
-    np.testing.assert_allclose((np.abs(out) ** 2).sum(axis=0), (np.abs(np.asarray(probe)) ** 2).sum(axis=0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        (np.abs(out) ** 2).sum(axis=0),
+        (np.abs(np.asarray(probe)) ** 2).sum(axis=0),
+        rtol=1e-4,
+        atol=1e-4,
+    )
     assert np.sum(np.abs(out[0]) ** 2) >= np.sum(np.abs(out[1]) ** 2)
 
 
@@ -308,31 +361,53 @@ def test_fixed_probe_intensity_rescales_the_probe():
 
 
 def test_apply_constraints_follows_the_gates():
-    parsed = parse_constraints({"fixed_probe_intensity": {"value": 5.0, "start": 2, "every": 2}}, "constraints")
+    parsed = parse_constraints(
+        {"fixed_probe_intensity": {"value": 5.0, "start": 2, "every": 2}}, "constraints"
+    )
     state = state_of()
     meas = measurements()
     before = float(jnp.sum(jnp.abs(state.probe) ** 2))
-    powers = [float(jnp.sum(jnp.abs(apply_constraints(state, meas, parsed, i).probe) ** 2)) for i in range(5)]
-    assert powers[0] == pytest.approx(before) and powers[1] == pytest.approx(before) and powers[3] == pytest.approx(before)
+    powers = [
+        float(jnp.sum(jnp.abs(apply_constraints(state, meas, parsed, i).probe) ** 2))
+        for i in range(5)
+    ]
+    assert (
+        powers[0] == pytest.approx(before)
+        and powers[1] == pytest.approx(before)
+        and powers[3] == pytest.approx(before)
+    )
     assert powers[2] == pytest.approx(5.0, rel=1e-5) and powers[4] == pytest.approx(5.0, rel=1e-5)
 
 
 def test_every_constraint_keeps_shapes_and_dtypes_with_defaults():
     rng = np.random.default_rng(5)
-    state = state_of(object_with_phase(rng.uniform(-1, 1, (2, 40, 48)), rng.uniform(0.5, 1.5, (2, 40, 48))))
+    state = state_of(
+        object_with_phase(rng.uniform(-1, 1, (2, 40, 48)), rng.uniform(0.5, 1.5, (2, 40, 48)))
+    )
     meas = measurements()
     for name in CONSTRAINTS:
         out = apply(name, state, meas)
-        assert out.object.shape == state.object.shape and out.object.dtype == state.object.dtype, name
+        assert out.object.shape == state.object.shape and out.object.dtype == state.object.dtype, (
+            name
+        )
         assert out.probe.shape == state.probe.shape and out.probe.dtype == state.probe.dtype, name
-        assert bool(jnp.all(jnp.isfinite(out.object))) and bool(jnp.all(jnp.isfinite(out.probe))), name
+        assert bool(jnp.all(jnp.isfinite(out.object))) and bool(jnp.all(jnp.isfinite(out.probe))), (
+            name
+        )
 
 
 # ---------------------------------------------------------------------------- parsing
 
 
 def test_parse_regularizers_accepts_weights_and_schedules():
-    parsed = parse_regularizers({"object_tv": {"weight": 0.5, "start": 2}, "layer_tv": {"weight": {"kind": "cosine", "value": 1.0}}}, "regularizers", 10)
+    parsed = parse_regularizers(
+        {
+            "object_tv": {"weight": 0.5, "start": 2},
+            "layer_tv": {"weight": {"kind": "cosine", "value": 1.0}},
+        },
+        "regularizers",
+        10,
+    )
     assert [r.name for r in parsed] == ["object_tv", "layer_tv"]
     assert parsed[0].weight_at(1) == 0.0 and parsed[0].weight_at(2) == 0.5
     assert parsed[1].weight_at(0) == pytest.approx(1.0)
@@ -358,7 +433,14 @@ def test_parse_regularizers_rejects_bad_settings(settings, message):
 
 
 def test_parse_constraints_fills_defaults():
-    parsed = parse_constraints({"layer_blur": {"sigma": 0.5, "every": 3}, "orthogonalize_probe_modes": None, "fixed_probe_intensity": {}}, "constraints")
+    parsed = parse_constraints(
+        {
+            "layer_blur": {"sigma": 0.5, "every": 3},
+            "orthogonalize_probe_modes": None,
+            "fixed_probe_intensity": {},
+        },
+        "constraints",
+    )
     assert parsed[0].params == {"sigma": 0.5} and parsed[0].gate.every == 3
     assert parsed[1].params == {} and parsed[2].params == {"value": None}
 

@@ -10,24 +10,48 @@ import pytest
 from conftest import tiny_recipe
 
 from ptyopt import model, physics
-from ptyopt.initial import object_geometry
-from ptyopt.data.simulate import bin_detector, displaced_configurations, pattern_centre, simulate_dataset
+from ptyopt.data.simulate import (
+    bin_detector,
+    displaced_configurations,
+    pattern_centre,
+    simulate_dataset,
+)
 from ptyopt.data.structures import build_specimen
+from ptyopt.initial import object_geometry
 from ptyopt.metrics import tile_periodic
 
 
-def model_patterns_from_ground_truth(dataset, shift_px=(0, 0), detector_offset_px=(0.0, 0.0)) -> np.ndarray:
+def model_patterns_from_ground_truth(
+    dataset, shift_px=(0, 0), detector_offset_px=(0.0, 0.0)
+) -> np.ndarray:
     """Our forward model on exp(iσV) of the dataset's ground truth, centred (n, N, N)."""
     geometry = object_geometry(dataset)
     gt = dataset.ground_truth
-    potential = tile_periodic(gt.potential_V_A.astype(np.float64), geometry.shape, tuple(geometry.origin_px))
+    potential = tile_periodic(
+        gt.potential_V_A.astype(np.float64), geometry.shape, tuple(geometry.origin_px)
+    )
     n = dataset.detector_shape[0]
     optics = dataset.optics
-    probe = physics.probe_wave((n, n), dataset.pixel_size_A, optics.energy_eV, optics.semiangle_mrad, optics.aberrations, dtype=jnp.complex128)
-    props = model.slice_propagators((n, n), dataset.pixel_size_A, optics.energy_eV, [gt.slice_thickness_A] * len(gt.potential_V_A), dtype=jnp.complex128)
+    probe = physics.probe_wave(
+        (n, n),
+        dataset.pixel_size_A,
+        optics.energy_eV,
+        optics.semiangle_mrad,
+        optics.aberrations,
+        dtype=jnp.complex128,
+    )
+    props = model.slice_propagators(
+        (n, n),
+        dataset.pixel_size_A,
+        optics.energy_eV,
+        [gt.slice_thickness_A] * len(gt.potential_V_A),
+        dtype=jnp.complex128,
+    )
     positions = jnp.asarray(geometry.positions_px + np.asarray(shift_px))
     ramp = model.detector_offset_ramp((n, n), detector_offset_px, jnp.complex128)
-    intensity = model.far_field_intensities(jnp.asarray(np.exp(1j * gt.sigma_per_V_A * potential)), probe[None], positions, props, ramp)
+    intensity = model.far_field_intensities(
+        jnp.asarray(np.exp(1j * gt.sigma_per_V_A * potential)), probe[None], positions, props, ramp
+    )
     electrons = dataset.dose_e_per_A2 * dataset.simulation["recipe"]["scan"]["step_A"] ** 2
     return electrons * np.fft.fftshift(np.asarray(intensity), axes=(-2, -1))
 
@@ -38,8 +62,12 @@ def test_simulated_patterns_agree_with_model_on_ground_truth(x64, tiny_dataset):
     better than with a one-pixel (0.16 Å) position error (measured 3.6%): positions,
     axes and centre are consistent."""
     measured = tiny_dataset.patterns.astype(np.float64)
-    error = np.linalg.norm(model_patterns_from_ground_truth(tiny_dataset) - measured) / np.linalg.norm(measured)
-    shifted = np.linalg.norm(model_patterns_from_ground_truth(tiny_dataset, (0, 1)) - measured) / np.linalg.norm(measured)
+    error = np.linalg.norm(
+        model_patterns_from_ground_truth(tiny_dataset) - measured
+    ) / np.linalg.norm(measured)
+    shifted = np.linalg.norm(
+        model_patterns_from_ground_truth(tiny_dataset, (0, 1)) - measured
+    ) / np.linalg.norm(measured)
     assert error < 1e-2
     assert shifted > 10 * error
 
@@ -48,11 +76,19 @@ def test_binned_detector_is_modelled_with_its_offset(x64):
     """Binned by 2, the zero frequency lies a quarter pixel off the grid; modelling that
     offset brings model and data closer (measured 9.1% vs 12.8% relative L2). The rest
     is what binning does that a half-size window cannot: it integrates over pixels."""
-    dataset = simulate_dataset(tiny_recipe(structure={"name": "Si_110", "lateral_repeats": [4, 6], "thickness_A": 7.7}, detector={"pixels": 32, "bin": 2}), progress=False)
+    dataset = simulate_dataset(
+        tiny_recipe(
+            structure={"name": "Si_110", "lateral_repeats": [4, 6], "thickness_A": 7.7},
+            detector={"pixels": 32, "bin": 2},
+        ),
+        progress=False,
+    )
     measured = dataset.patterns.astype(np.float64)
     delta = 16 - dataset.pattern_centre_px[0]
     assert delta == 0.25
-    with_offset = np.linalg.norm(model_patterns_from_ground_truth(dataset, detector_offset_px=(delta, delta)) - measured)
+    with_offset = np.linalg.norm(
+        model_patterns_from_ground_truth(dataset, detector_offset_px=(delta, delta)) - measured
+    )
     without = np.linalg.norm(model_patterns_from_ground_truth(dataset) - measured)
     assert with_offset / np.linalg.norm(measured) < 0.11
     assert with_offset < 0.8 * without
@@ -74,9 +110,15 @@ def test_binning_puts_zero_frequency_at_the_recorded_centre(bin_factor):
 
 def test_dose_gives_seeded_poisson_counts():
     dose, step = 2.0e4, 0.77
-    first = simulate_dataset(tiny_recipe(dose_e_per_A2=dose, poisson_noise=True, noise_seed=5), progress=False)
-    again = simulate_dataset(tiny_recipe(dose_e_per_A2=dose, poisson_noise=True, noise_seed=5), progress=False)
-    other = simulate_dataset(tiny_recipe(dose_e_per_A2=dose, poisson_noise=True, noise_seed=6), progress=False)
+    first = simulate_dataset(
+        tiny_recipe(dose_e_per_A2=dose, poisson_noise=True, noise_seed=5), progress=False
+    )
+    again = simulate_dataset(
+        tiny_recipe(dose_e_per_A2=dose, poisson_noise=True, noise_seed=5), progress=False
+    )
+    other = simulate_dataset(
+        tiny_recipe(dose_e_per_A2=dose, poisson_noise=True, noise_seed=6), progress=False
+    )
     np.testing.assert_array_equal(first.patterns, again.patterns)
     assert not np.array_equal(first.patterns, other.patterns)
     assert np.all(first.patterns == np.round(first.patterns))
@@ -89,9 +131,16 @@ def test_ground_truth_is_the_abtem_potential(tiny_dataset):
     """The static ground truth conserves abTEM's projected potential: same mean (the
     zero-frequency term survives the Fourier resampling exactly), and the slices add up."""
     recipe = tiny_recipe()
-    specimen = build_specimen(recipe.structure.name, tuple(recipe.structure.lateral_repeats), recipe.structure.thickness_A)
+    specimen = build_specimen(
+        recipe.structure.name, tuple(recipe.structure.lateral_repeats), recipe.structure.thickness_A
+    )
     sim = tiny_dataset.simulation
-    potential = abtem.Potential(specimen.atoms, gpts=sim["simulation_gpts"], slice_thickness=sim["simulation_slice_thickness_A"], projection="infinite").build(lazy=False)
+    potential = abtem.Potential(
+        specimen.atoms,
+        gpts=sim["simulation_gpts"],
+        slice_thickness=sim["simulation_slice_thickness_A"],
+        projection="infinite",
+    ).build(lazy=False)
     projected = np.asarray(potential.array).sum(axis=0)
     gt = tiny_dataset.ground_truth
     assert gt.kind == "static" and gt.potential_V_A.shape == (2, 32, 32)
@@ -104,7 +153,9 @@ def test_thermal_mean_is_smoother_than_static():
     """Frozen-phonon averaging smears the atomic columns: lower peaks, same mean,
     and the static and thermal potentials differ by ~10–30% NRMSE (DESIGN §6)."""
     static = simulate_dataset(tiny_recipe(), progress=False).ground_truth.projected_V_A
-    thermal_recipe = tiny_recipe(simulation={"oversampling": 2, "phonon_configs": 1, "ground_truth_configs": 12, "seed": 4})
+    thermal_recipe = tiny_recipe(
+        simulation={"oversampling": 2, "phonon_configs": 1, "ground_truth_configs": 12, "seed": 4}
+    )
     thermal = simulate_dataset(thermal_recipe, progress=False).ground_truth
     assert thermal.kind == "thermal_mean" and thermal.n_configurations == 12
     assert thermal.projected_V_A.max() < 0.9 * static.max()
@@ -118,5 +169,10 @@ def test_phonon_configurations_are_seeded():
     a = displaced_configurations(specimen, 3, seed=1)
     b = displaced_configurations(specimen, 3, seed=1)
     np.testing.assert_array_equal(a[2].positions, b[2].positions)
-    rms = np.sqrt(np.mean((a[0].positions - specimen.atoms.positions) ** 2 * (np.abs(a[0].positions - specimen.atoms.positions) < 1)))
+    rms = np.sqrt(
+        np.mean(
+            (a[0].positions - specimen.atoms.positions) ** 2
+            * (np.abs(a[0].positions - specimen.atoms.positions) < 1)
+        )
+    )
     assert 0.05 < rms < 0.12

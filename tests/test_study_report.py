@@ -20,7 +20,9 @@ from ptyopt.metrics import tile_periodic
 from ptyopt.study.report import best_images, short_names, write_study_report
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # set_metric_names
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::optuna.exceptions.ExperimentalWarning"
+)  # set_metric_names
 
 LR0 = "plan.engines.0.object_solver.learning_rate"
 LR1 = "plan.engines.1.object_solver.learning_rate"
@@ -49,7 +51,11 @@ def add(study, state, *, values=None, params=None, attrs=None, minute=0, interme
         intermediate_values=intermediate,
     )
     trial.datetime_start = T0 + datetime.timedelta(minutes=minute)
-    trial.datetime_complete = None if state == TrialState.RUNNING else trial.datetime_start + datetime.timedelta(minutes=5)
+    trial.datetime_complete = (
+        None
+        if state == TrialState.RUNNING
+        else trial.datetime_start + datetime.timedelta(minutes=5)
+    )
     study.add_trial(trial)
 
 
@@ -64,10 +70,19 @@ def write_artifacts(tmp_path, *, with_dataset=True):
     little noise, and (optionally) the dataset file holding that ground truth."""
     rng = np.random.default_rng(0)
     y, x = np.mgrid[:16, :16]
-    cell = (50 * np.cos(2 * np.pi * y / 8) * np.cos(2 * np.pi * x / 8) + 60)[None].astype(np.float32)
+    cell = (50 * np.cos(2 * np.pi * y / 8) * np.cos(2 * np.pi * x / 8) + 60)[None].astype(
+        np.float32
+    )
     dataset_path = tmp_path / "data" / "tiny.h5"
     if with_dataset:
-        truth = GroundTruth(cell, slice_thickness_A=2.0, sampling_A=0.2, sigma_per_V_A=SIGMA, kind="static", n_configurations=1)
+        truth = GroundTruth(
+            cell,
+            slice_thickness_A=2.0,
+            sampling_A=0.2,
+            sigma_per_V_A=SIGMA,
+            kind="static",
+            n_configurations=1,
+        )
         dataset = PtychoDataset(
             name="tiny",
             patterns=rng.random((4, 8, 8), dtype=np.float32),
@@ -82,7 +97,9 @@ def write_artifacts(tmp_path, *, with_dataset=True):
     folder = tmp_path / "studies" / "demo" / "trials" / "1"
     folder.mkdir(parents=True)
     with h5py.File(folder / "reconstruction.h5", "w") as file:
-        file.create_dataset("object", data=np.exp(1j * SIGMA * potential)[None].astype(np.complex64))
+        file.create_dataset(
+            "object", data=np.exp(1j * SIGMA * potential)[None].astype(np.complex64)
+        )
         file.create_dataset("probe", data=np.ones((1, 8, 8), np.complex64))
         file.create_dataset("positions_px", data=np.zeros((4, 2), np.float32))
         file.attrs["origin_px"] = np.array(ORIGIN)
@@ -97,15 +114,44 @@ def write_artifacts(tmp_path, *, with_dataset=True):
 
 def fill(study, trial_dir, objectives=1):
     """Five finished trials (three completed, one pruned, one failed) and one running."""
+
     def vals(v):
         return [v, 100 * v] if objectives == 2 else [v]
 
-    params = [{LR0: 0.01, LR1: 0.1, EPS: 1e-4}, {LR0: 0.05, LR1: 0.2, EPS: 1e-3}, {LR0: 0.2, LR1: 0.3, EPS: 1e-5}]
-    add(study, TrialState.COMPLETE, values=[0.5, 10.0] if objectives == 2 else [0.5], params=params[0], attrs=timing(0.5), minute=0)
-    add(study, TrialState.COMPLETE, values=vals(0.2), params=params[1], attrs={**timing(0.2), "trial_dir": str(trial_dir)}, minute=10)
-    add(study, TrialState.PRUNED, values=vals(0.9), params=params[2], attrs={"wall_time_s": 30.0, "pruned_at": 10}, intermediate={10: 0.9}, minute=20)
+    params = [
+        {LR0: 0.01, LR1: 0.1, EPS: 1e-4},
+        {LR0: 0.05, LR1: 0.2, EPS: 1e-3},
+        {LR0: 0.2, LR1: 0.3, EPS: 1e-5},
+    ]
+    add(
+        study,
+        TrialState.COMPLETE,
+        values=[0.5, 10.0] if objectives == 2 else [0.5],
+        params=params[0],
+        attrs=timing(0.5),
+        minute=0,
+    )
+    add(
+        study,
+        TrialState.COMPLETE,
+        values=vals(0.2),
+        params=params[1],
+        attrs={**timing(0.2), "trial_dir": str(trial_dir)},
+        minute=10,
+    )
+    add(
+        study,
+        TrialState.PRUNED,
+        values=vals(0.9),
+        params=params[2],
+        attrs={"wall_time_s": 30.0, "pruned_at": 10},
+        intermediate={10: 0.9},
+        minute=20,
+    )
     add(study, TrialState.FAIL, params=params[0], attrs={"fail_reason": "NaN in object"}, minute=30)
-    add(study, TrialState.COMPLETE, values=vals(0.3), params=params[2], attrs=timing(0.3), minute=40)
+    add(
+        study, TrialState.COMPLETE, values=vals(0.3), params=params[2], attrs=timing(0.3), minute=40
+    )
     add(study, TrialState.RUNNING, params=params[1], minute=50)
 
 
@@ -117,11 +163,18 @@ def assert_png(path):
 
 def test_short_names_stay_unique():
     names = short_names([LR0, LR1, EPS, "seed"])
-    assert names == {LR0: "0.object_solver.learning_rate", LR1: "1.object_solver.learning_rate", EPS: "noise.epsilon", "seed": "seed"}
+    assert names == {
+        LR0: "0.object_solver.learning_rate",
+        LR1: "1.object_solver.learning_rate",
+        EPS: "noise.epsilon",
+        "seed": "seed",
+    }
 
 
 def test_single_objective_report(tmp_path):
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log")))
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log"))
+    )
     study = optuna.create_study(study_name="demo", storage=storage, direction="minimize")
     study.set_metric_names(["nrmse"])
     fill(study, write_artifacts(tmp_path))
@@ -129,17 +182,41 @@ def test_single_objective_report(tmp_path):
 
     written = write_study_report(study, out, COMMAND)
 
-    names = {"trials.csv", "trials.md", "summary.md", "history.png", "importances.png", "best_reconstruction.png"}
+    names = {
+        "trials.csv",
+        "trials.md",
+        "summary.md",
+        "history.png",
+        "importances.png",
+        "best_reconstruction.png",
+    }
     assert {p.name for p in written} == names and all(p.is_file() for p in written)
     assert not (out / "pareto.png").exists()
     table = pd.read_csv(out / "trials.csv")
     assert list(table["number"]) == [0, 1, 2, 3, 4, 5]
     assert list(table["state"]) == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL", "COMPLETE", "RUNNING"]
-    expected = ["number", "state", "nrmse", "0.object_solver.learning_rate", "1.object_solver.learning_rate", "noise.epsilon",
-                "metrics.nrmse", "ssim", "frc_resolution_A", "seconds", "wall_time_s", "compile_time_s", "host", "fail_reason", "pruned_at"]
+    expected = [
+        "number",
+        "state",
+        "nrmse",
+        "0.object_solver.learning_rate",
+        "1.object_solver.learning_rate",
+        "noise.epsilon",
+        "metrics.nrmse",
+        "ssim",
+        "frc_resolution_A",
+        "seconds",
+        "wall_time_s",
+        "compile_time_s",
+        "host",
+        "fail_reason",
+        "pruned_at",
+    ]
     assert list(table.columns) == expected
     assert table.loc[3, "fail_reason"] == "NaN in object" and table.loc[2, "pruned_at"] == 10
-    assert table.loc[1, "nrmse"] == pytest.approx(0.2) and table.loc[1, "noise.epsilon"] == pytest.approx(1e-3)
+    assert table.loc[1, "nrmse"] == pytest.approx(0.2) and table.loc[
+        1, "noise.epsilon"
+    ] == pytest.approx(1e-3)
     assert (out / "trials.md").read_text().count("\n") == 6 + 2
     summary = (out / "summary.md").read_text()
     assert "# Study `demo`" in summary and f"`{COMMAND}`" in summary
@@ -159,25 +236,42 @@ def test_single_objective_report(tmp_path):
 def test_two_objective_report_lists_pareto_front(tmp_path):
     study = optuna.create_study(study_name="pareto", directions=["minimize", "minimize"])
     study.set_metric_names(["nrmse", "seconds"])
-    fill(study, tmp_path / "no_such_trial", objectives=2)  # front: 0 (0.5, 10) and 1 (0.2, 20); 4 (0.3, 30) is dominated
+    fill(
+        study, tmp_path / "no_such_trial", objectives=2
+    )  # front: 0 (0.5, 10) and 1 (0.2, 20); 4 (0.3, 30) is dominated
 
     written = write_study_report(study, tmp_path / "out", COMMAND)
 
-    assert {p.name for p in written} == {"trials.csv", "trials.md", "summary.md", "history.png", "importances.png", "pareto.png"}
+    assert {p.name for p in written} == {
+        "trials.csv",
+        "trials.md",
+        "summary.md",
+        "history.png",
+        "importances.png",
+        "pareto.png",
+    }
     assert_png(tmp_path / "out" / "pareto.png")
     table = pd.read_csv(tmp_path / "out" / "trials.csv")
     assert {"nrmse", "seconds", "metrics.nrmse", "metrics.seconds"} <= set(table.columns)
     summary = (tmp_path / "out" / "summary.md").read_text()
     front = summary.split("## Pareto front")[1].split("##")[0]
     assert "2 Pareto-optimal trials of nrmse (minimize), seconds (minimize): 0, 1." in front
-    assert [line.split("|")[1].strip() for line in front.splitlines() if line.startswith("| ")][1:] == ["0", "1"]
+    assert [line.split("|")[1].strip() for line in front.splitlines() if line.startswith("| ")][
+        1:
+    ] == ["0", "1"]
     assert "Skipped: artifacts of trial 1 unreadable" in summary
 
 
 def test_missing_artifacts_and_sparse_studies_are_skipped_with_a_note(tmp_path):
     folder = write_artifacts(tmp_path, with_dataset=False)
     study = optuna.create_study(study_name="sparse")
-    add(study, TrialState.COMPLETE, values=[0.4], params={EPS: 1e-4}, attrs={"trial_dir": str(folder)})
+    add(
+        study,
+        TrialState.COMPLETE,
+        values=[0.4],
+        params={EPS: 1e-4},
+        attrs={"trial_dir": str(folder)},
+    )
     add(study, TrialState.FAIL, minute=10)
 
     written = write_study_report(study, tmp_path / "out", COMMAND)
@@ -185,8 +279,14 @@ def test_missing_artifacts_and_sparse_studies_are_skipped_with_a_note(tmp_path):
     assert {p.name for p in written} == {"trials.csv", "trials.md", "summary.md", "history.png"}
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "Trial 0: value = 0.4" in summary
-    assert "Parameter importances\n\nSkipped: needs at least 2 completed trials, the study has 1." in summary
-    assert "Best reconstruction\n\nSkipped: artifacts of trial 0 unreadable" in summary and "does not exist" in summary
+    assert (
+        "Parameter importances\n\nSkipped: needs at least 2 completed trials, the study has 1."
+        in summary
+    )
+    assert (
+        "Best reconstruction\n\nSkipped: artifacts of trial 0 unreadable" in summary
+        and "does not exist" in summary
+    )
     assert "time outside the reconstruction: n/a" in summary
 
     empty = optuna.create_study(study_name="empty")
@@ -194,5 +294,8 @@ def test_missing_artifacts_and_sparse_studies_are_skipped_with_a_note(tmp_path):
     written = write_study_report(empty, tmp_path / "empty", COMMAND)
     assert {p.name for p in written} == {"trials.csv", "trials.md", "summary.md"}
     summary = (tmp_path / "empty" / "summary.md").read_text()
-    assert "No completed trial." in summary and "Optimisation history\n\nSkipped: no completed trial." in summary
+    assert (
+        "No completed trial." in summary
+        and "Optimisation history\n\nSkipped: no completed trial." in summary
+    )
     assert len(pd.read_csv(tmp_path / "empty" / "trials.csv")) == 1

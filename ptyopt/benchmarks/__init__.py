@@ -1,1 +1,2 @@
-"""Throughput benchmarks of the ptychography model, run as ``python -m ptyopt.benchmarks.<name>``."""
+"""Throughput benchmarks of the ptychography model, run as
+``python -m ptyopt.benchmarks.<name>``."""

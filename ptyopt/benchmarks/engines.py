@@ -40,7 +40,13 @@ ENGINE_DEFAULTS = {
     "epie": {"beta_object": 1.0, "beta_probe": 1.0},
     "lsqml": {"beta_object": 0.9, "beta_probe": 0.9},
 }
-DECIMALS = {"compile_s": 2, "s_per_iter": 3, "positions_per_s": 0, "peak_rss_MB": 0, "rss_growth_MB": 0}
+DECIMALS = {
+    "compile_s": 2,
+    "s_per_iter": 3,
+    "positions_per_s": 0,
+    "peak_rss_MB": 0,
+    "rss_growth_MB": 0,
+}
 
 
 def _rss_MB() -> float:
@@ -48,7 +54,9 @@ def _rss_MB() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def measure_case(engine: str, group: int, slices: int, modes: int, iterations: int) -> dict[str, float]:
+def measure_case(
+    engine: str, group: int, slices: int, modes: int, iterations: int
+) -> dict[str, float]:
     """Time one engine case in this process (see module docstring)."""
     import jax
 
@@ -60,7 +68,19 @@ def measure_case(engine: str, group: int, slices: int, modes: int, iterations: i
     from ptyopt.plan import parse_plan
 
     measurements = measurements_from(load_or_simulate("bench", progress=False))
-    settings = parse_plan({"engines": [{"kind": engine, "iterations": iterations + 1, "group_size": group, "probe_update_start": 0, **ENGINE_DEFAULTS[engine]}]}).engines[0]
+    settings = parse_plan(
+        {
+            "engines": [
+                {
+                    "kind": engine,
+                    "iterations": iterations + 1,
+                    "group_size": group,
+                    "probe_update_start": 0,
+                    **ENGINE_DEFAULTS[engine],
+                }
+            ]
+        }
+    ).engines[0]
     rss_before = _rss_MB()
     state = prepare_state(initial_state(measurements, slices, modes, seed=0), settings, 0)
     module = __import__(ENGINE_MODULES[engine], fromlist=["make_runner"])
@@ -92,10 +112,23 @@ def run_cases(cases: Sequence[tuple[str, int, int, int]], iterations: int) -> pd
     rows = []
     for engine, group, slices, modes in cases:
         print(f"{engine} G={group} S={slices} M={modes} ...", end=" ", flush=True)
-        command = [sys.executable, "-m", __spec__.name, "--case", engine, str(group), str(slices), str(modes), "--iterations", str(iterations)]
+        command = [
+            sys.executable,
+            "-m",
+            __spec__.name,
+            "--case",
+            engine,
+            str(group),
+            str(slices),
+            str(modes),
+            "--iterations",
+            str(iterations),
+        ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise RuntimeError(f"case {engine} G={group} S={slices} M={modes} failed:\n{result.stderr[-2000:]}")
+            raise RuntimeError(
+                f"case {engine} G={group} S={slices} M={modes} failed:\n{result.stderr[-2000:]}"
+            )
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
         print(f"{rows[-1]['s_per_iter']:.3f} s/iter", flush=True)
     return pd.DataFrame(rows)
@@ -103,14 +136,20 @@ def run_cases(cases: Sequence[tuple[str, int, int, int]], iterations: int) -> pd
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engines", nargs="+", default=list(ENGINE_DEFAULTS), choices=list(ENGINE_DEFAULTS))
+    parser.add_argument(
+        "--engines", nargs="+", default=list(ENGINE_DEFAULTS), choices=list(ENGINE_DEFAULTS)
+    )
     parser.add_argument("--groups", nargs="+", type=int, default=[16, 64, 256])
     parser.add_argument("--slices", nargs="+", type=int, default=[1, 12])
     parser.add_argument("--modes", nargs="+", type=int, default=[1, 4])
-    parser.add_argument("--iterations", type=int, default=2, help="timed iterations per case after the first")
+    parser.add_argument(
+        "--iterations", type=int, default=2, help="timed iterations per case after the first"
+    )
     parser.add_argument("--quick", action="store_true", help="one case per engine: G=64, S=1, M=1")
     parser.add_argument("--output", type=Path, default=paths.reports_dir() / "engines.md")
-    parser.add_argument("--case", nargs=4, metavar=("ENGINE", "G", "S", "M"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--case", nargs=4, metavar=("ENGINE", "G", "S", "M"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.case:
         engine, group, slices, modes = args.case[0], *map(int, args.case[1:])
@@ -123,12 +162,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     table = run_cases(cases, args.iterations)
     lines = [
-        "- dataset: `bench` (Si [110] 49.9 Å, 32×32 positions, 64 px detector binned by 2, 1e5 e/Å²)",
+        (
+            "- dataset: `bench` (Si [110] 49.9 Å, 32×32 positions, 64 px detector binned by 2, "
+            "1e5 e/Å²)"
+        ),
         f"- total run time: {time.perf_counter() - started:.0f} s",
         f"- regenerate: `{regenerate_command(__spec__.name, argv)}`",
         "",
-        "Method (see `ptyopt/benchmarks/engines.py`): one process per case; compile_s = first iteration",
-        "minus the median of the timed ones; positions_per_s = 1024 / s_per_iter; peak_rss_MB is the",
+        (
+            "Method (see `ptyopt/benchmarks/engines.py`): one process per case; "
+            "compile_s = first iteration"
+        ),
+        (
+            "minus the median of the timed ones; positions_per_s = 1024 / s_per_iter; "
+            "peak_rss_MB is the"
+        ),
         "process's maximum resident memory, rss_growth_MB its growth during the reconstruction.",
     ]
     write_report(args.output, "Engine benchmark", lines, table, DECIMALS)

@@ -66,7 +66,14 @@ EPSILON = 1e-6
 GROUPS = (16, 64, 256)
 SLICES = (1, 10)
 MODES = (1, 4)
-DECIMALS = {"compile_fwd_s": 3, "fwd_pos_per_s": 0, "fwd_gflops": 1, "compile_grad_s": 3, "grad_pos_per_s": 0, "grad_gflops_est": 1}
+DECIMALS = {
+    "compile_fwd_s": 3,
+    "fwd_pos_per_s": 0,
+    "fwd_gflops": 1,
+    "compile_grad_s": 3,
+    "grad_pos_per_s": 0,
+    "grad_gflops_est": 1,
+}
 
 
 def time_compiled(fn: Callable, args: Sequence[jax.Array], repeats: int) -> tuple[float, float]:
@@ -85,7 +92,11 @@ def time_compiled(fn: Callable, args: Sequence[jax.Array], repeats: int) -> tupl
 
 
 def amplitude_loss(
-    object_slices: jax.Array, probe_modes: jax.Array, positions_px: jax.Array, propagators: jax.Array, measured: jax.Array
+    object_slices: jax.Array,
+    probe_modes: jax.Array,
+    positions_px: jax.Array,
+    propagators: jax.Array,
+    measured: jax.Array,
 ) -> jax.Array:
     """The amplitude noise model's loss, summed over the group."""
     intensities = model.far_field_intensities(object_slices, probe_modes, positions_px, propagators)
@@ -95,10 +106,14 @@ def amplitude_loss(
 loss_and_gradients = jax.value_and_grad(amplitude_loss, argnums=(0, 1))
 
 
-def problem(group: int, n_slices: int, n_modes: int, pixels: int, seed: int = 0) -> tuple[jax.Array, ...]:
+def problem(
+    group: int, n_slices: int, n_modes: int, pixels: int, seed: int = 0
+) -> tuple[jax.Array, ...]:
     """Object, probe modes, positions, propagators and measured intensities of one case."""
     rng = np.random.default_rng(seed)
-    raster = np.stack(np.meshgrid(*(np.arange(n) for n in SCAN_SHAPE), indexing="ij"), -1).reshape(-1, 2)
+    raster = np.stack(np.meshgrid(*(np.arange(n) for n in SCAN_SHAPE), indexing="ij"), -1).reshape(
+        -1, 2
+    )
     scan_px = raster[rng.choice(len(raster), group, replace=False)] * (SCAN_STEP_A / PIXEL_A)
     positions = scan_px + MARGIN_PX + pixels // 2
     side = pixels + math.ceil((max(SCAN_SHAPE) - 1) * SCAN_STEP_A / PIXEL_A) + 2 * MARGIN_PX
@@ -106,7 +121,9 @@ def problem(group: int, n_slices: int, n_modes: int, pixels: int, seed: int = 0)
     window = (pixels, pixels)
     probe_modes = jnp.stack(
         [
-            physics.probe_wave(window, PIXEL_A, ENERGY_EV, SEMIANGLE_MRAD, {"C10": -(DEFOCUS_A + 5.0 * mode)})
+            physics.probe_wave(
+                window, PIXEL_A, ENERGY_EV, SEMIANGLE_MRAD, {"C10": -(DEFOCUS_A + 5.0 * mode)}
+            )
             for mode in range(n_modes)
         ]
     ) / math.sqrt(n_modes)
@@ -125,7 +142,9 @@ def forward_gflop(group: int, n_slices: int, n_modes: int, pixels: int) -> float
     return n_ffts * 5 * pixels**2 * math.log2(pixels**2) / 1e9
 
 
-def benchmark_case(group: int, n_slices: int, n_modes: int, pixels: int, repeats: int) -> dict[str, float]:
+def benchmark_case(
+    group: int, n_slices: int, n_modes: int, pixels: int, repeats: int
+) -> dict[str, float]:
     """One table row: compile time, positions/s and FFT GFLOP/s of the forward model
     and of forward + gradient."""
     args = problem(group, n_slices, n_modes, pixels)
@@ -153,14 +172,24 @@ def run(repeats: int, pixels: int, quick: bool) -> pd.DataFrame:
     for group, n_slices, n_modes in cases:
         print(f"G={group} S={n_slices} M={n_modes} ...", end=" ", flush=True)
         rows.append(benchmark_case(group, n_slices, n_modes, pixels, repeats))
-        print(f"{rows[-1]['fwd_pos_per_s']:.0f} / {rows[-1]['grad_pos_per_s']:.0f} positions/s", flush=True)
+        print(
+            f"{rows[-1]['fwd_pos_per_s']:.0f} / {rows[-1]['grad_pos_per_s']:.0f} positions/s",
+            flush=True,
+        )
     return pd.DataFrame(rows)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per case (median reported)")
-    parser.add_argument("--output", type=Path, default=paths.reports_dir() / "forward_model.md", help="markdown table; a .csv goes beside it")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed calls per case (median reported)"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=paths.reports_dir() / "forward_model.md",
+        help="markdown table; a .csv goes beside it",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: only G = 16, S = 1, M = 1")
     parser.add_argument("--pixels", type=int, default=64, help="window size N")
     args = parser.parse_args(argv)
@@ -168,14 +197,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     start = time.perf_counter()
     table = run(args.repeats, args.pixels, args.quick)
     lines = [
-        f"- window N = {args.pixels} px (complex64), pixel {PIXEL_A} Å, slices {SLICE_A} Å, {ENERGY_EV / 1e3:g} kV, "
-        f"{SEMIANGLE_MRAD:g} mrad, {DEFOCUS_A:g} Å defocus",
+        f"- window N = {args.pixels} px (complex64), pixel {PIXEL_A} Å, slices {SLICE_A} Å, "
+        f"{ENERGY_EV / 1e3:g} kV, {SEMIANGLE_MRAD:g} mrad, {DEFOCUS_A:g} Å defocus",
         f"- total run time: {time.perf_counter() - start:.0f} s",
         f"- regenerate: `{regenerate_command(__spec__.name, argv)}`",
         "",
-        "Method (see `ptyopt/benchmarks/forward.py`): ahead-of-time compile timed as compile_*_s; one warm-up",
-        "call, then the median of `repeats` calls; pos_per_s = G / median. fwd_gflops counts the forward FFTs",
-        "(M + (2(S − 1) + 2)·M·G FFTs of N × N at 5·N²·log2(N²) flops); grad_gflops_est assumes 3× those FFTs.",
+        (
+            "Method (see `ptyopt/benchmarks/forward.py`): ahead-of-time compile timed as "
+            "compile_*_s; one warm-up"
+        ),
+        (
+            "call, then the median of `repeats` calls; pos_per_s = G / median. "
+            "fwd_gflops counts the forward FFTs"
+        ),
+        (
+            "(M + (2(S − 1) + 2)·M·G FFTs of N × N at 5·N²·log2(N²) flops); "
+            "grad_gflops_est assumes 3× those FFTs."
+        ),
     ]
     write_report(args.output, "Forward-model throughput", lines, table, DECIMALS)
 

@@ -23,7 +23,9 @@ def cached_dataset_path(recipe: DatasetRecipe, cache: Path | None = None) -> Pat
     return folder / f"{recipe.name}-{recipe_hash(recipe, abtem.__version__)}.h5"
 
 
-def load_or_simulate(recipe: DatasetRecipe | str, cache: Path | None = None, progress: bool = True) -> PtychoDataset:
+def load_or_simulate(
+    recipe: DatasetRecipe | str, cache: Path | None = None, progress: bool = True
+) -> PtychoDataset:
     """The dataset for a recipe (or shipped recipe name): read from the cache, or
     simulated and written there when missing. A cached file that fails validation is
     reported and simulated again."""

@@ -226,10 +226,15 @@ def _validated(dataset: PtychoDataset, path: Path) -> PtychoDataset:
 # --- writing ---------------------------------------------------------------------------
 
 
-
 def _write_stack(group: h5py.Group, name: str, stack: np.ndarray) -> None:
     """Write a (n, ny, nx) stack one image per chunk, gzip-compressed."""
-    group.create_dataset(name, data=stack, chunks=(1, *stack.shape[1:]), compression="gzip", compression_opts=_GZIP_LEVEL)
+    group.create_dataset(
+        name,
+        data=stack,
+        chunks=(1, *stack.shape[1:]),
+        compression="gzip",
+        compression_opts=_GZIP_LEVEL,
+    )
 
 
 def _write(file: h5py.File, dataset: PtychoDataset) -> None:

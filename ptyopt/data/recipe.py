@@ -20,8 +20,8 @@ from omegaconf import OmegaConf
 from ptyopt import physics
 from ptyopt.data.structures import STRUCTURES
 from ptyopt.errors import ConfigError
-from ptyopt.schema import to_dataclass
 from ptyopt.paths import conf_dir
+from ptyopt.schema import to_dataclass
 
 
 @dataclass
@@ -119,26 +119,76 @@ def _require(condition: bool, key: str, message: str) -> None:
 
 def validate_recipe(recipe: DatasetRecipe) -> DatasetRecipe:
     """Check every value's range; raise :class:`ConfigError` naming the key."""
-    s, o, sc, d, sim = recipe.structure, recipe.optics, recipe.scan, recipe.detector, recipe.simulation
-    _require(s.name in STRUCTURES, "structure.name", f"unknown structure {s.name!r}; choose one of {sorted(STRUCTURES)}")
-    _require(len(s.lateral_repeats) == 2 and min(s.lateral_repeats) >= 1, "structure.lateral_repeats", "must be two integers >= 1 (y, x)")
+    s, o, sc, d, sim = (
+        recipe.structure,
+        recipe.optics,
+        recipe.scan,
+        recipe.detector,
+        recipe.simulation,
+    )
+    _require(
+        s.name in STRUCTURES,
+        "structure.name",
+        f"unknown structure {s.name!r}; choose one of {sorted(STRUCTURES)}",
+    )
+    _require(
+        len(s.lateral_repeats) == 2 and min(s.lateral_repeats) >= 1,
+        "structure.lateral_repeats",
+        "must be two integers >= 1 (y, x)",
+    )
     _require(s.thickness_A > 0, "structure.thickness_A", f"must be > 0, got {s.thickness_A}")
     _require(o.energy_kV > 0, "optics.energy_kV", f"must be > 0, got {o.energy_kV}")
-    _require(0 < o.semiangle_mrad < 200, "optics.semiangle_mrad", f"must be in (0, 200), got {o.semiangle_mrad}")
-    _require(o.focal_spread_A >= 0, "optics.focal_spread_A", f"must be >= 0, got {o.focal_spread_A}")
+    _require(
+        0 < o.semiangle_mrad < 200,
+        "optics.semiangle_mrad",
+        f"must be in (0, 200), got {o.semiangle_mrad}",
+    )
+    _require(
+        o.focal_spread_A >= 0, "optics.focal_spread_A", f"must be >= 0, got {o.focal_spread_A}"
+    )
     _require(o.source_size_A >= 0, "optics.source_size_A", f"must be >= 0, got {o.source_size_A}")
-    _require(len(sc.shape) == 2 and min(sc.shape) >= 1, "scan.shape", "must be two integers >= 1 (y, x)")
+    _require(
+        len(sc.shape) == 2 and min(sc.shape) >= 1, "scan.shape", "must be two integers >= 1 (y, x)"
+    )
     _require(sc.step_A > 0, "scan.step_A", f"must be > 0, got {sc.step_A}")
     _require(sc.jitter_A >= 0, "scan.jitter_A", f"must be >= 0, got {sc.jitter_A}")
-    _require(d.pixels >= 8 and d.pixels % 2 == 0, "detector.pixels", f"must be an even number >= 8, got {d.pixels}")
+    _require(
+        d.pixels >= 8 and d.pixels % 2 == 0,
+        "detector.pixels",
+        f"must be an even number >= 8, got {d.pixels}",
+    )
     _require(d.bin >= 1, "detector.bin", f"must be >= 1, got {d.bin}")
-    _require(sim.oversampling >= 2, "simulation.oversampling", f"must be >= 2 (detector inside the anti-aliased region), got {sim.oversampling}")
-    _require(sim.slice_thickness_A > 0, "simulation.slice_thickness_A", f"must be > 0, got {sim.slice_thickness_A}")
-    _require(sim.phonon_configs >= 1, "simulation.phonon_configs", f"must be >= 1, got {sim.phonon_configs}")
-    _require(sim.ground_truth_configs >= sim.phonon_configs, "simulation.ground_truth_configs", "must be >= simulation.phonon_configs")
+    _require(
+        sim.oversampling >= 2,
+        "simulation.oversampling",
+        f"must be >= 2 (detector inside the anti-aliased region), got {sim.oversampling}",
+    )
+    _require(
+        sim.slice_thickness_A > 0,
+        "simulation.slice_thickness_A",
+        f"must be > 0, got {sim.slice_thickness_A}",
+    )
+    _require(
+        sim.phonon_configs >= 1,
+        "simulation.phonon_configs",
+        f"must be >= 1, got {sim.phonon_configs}",
+    )
+    _require(
+        sim.ground_truth_configs >= sim.phonon_configs,
+        "simulation.ground_truth_configs",
+        "must be >= simulation.phonon_configs",
+    )
     _require(sim.max_batch >= 1, "simulation.max_batch", f"must be >= 1, got {sim.max_batch}")
-    _require(sim.coherence_samples >= 1, "simulation.coherence_samples", f"must be >= 1, got {sim.coherence_samples}")
-    _require(recipe.reconstruction_slices >= 1, "reconstruction_slices", f"must be >= 1, got {recipe.reconstruction_slices}")
+    _require(
+        sim.coherence_samples >= 1,
+        "simulation.coherence_samples",
+        f"must be >= 1, got {sim.coherence_samples}",
+    )
+    _require(
+        recipe.reconstruction_slices >= 1,
+        "reconstruction_slices",
+        f"must be >= 1, got {recipe.reconstruction_slices}",
+    )
     _require(recipe.dose_e_per_A2 > 0, "dose_e_per_A2", f"must be > 0, got {recipe.dose_e_per_A2}")
     return recipe
 
@@ -209,7 +259,9 @@ def coherence_quadrature(recipe: DatasetRecipe) -> CoherenceQuadrature:
         defocus, defocus_weights = o.defocus_A + zero, one
     if o.source_size_A > 0:
         x, w = gauss_hermite(n)
-        offsets = o.source_size_A * np.stack(np.meshgrid(x, x, indexing="ij"), axis=-1).reshape(-1, 2)
+        offsets = o.source_size_A * np.stack(np.meshgrid(x, x, indexing="ij"), axis=-1).reshape(
+            -1, 2
+        )
         source_weights = np.outer(w, w).reshape(-1)
     else:
         offsets, source_weights = np.zeros((1, 2)), one
@@ -228,14 +280,33 @@ def derive_sampling(recipe: DatasetRecipe, cell_edge_A: float) -> Sampling:
     window = d.pixels * pixel
     widest = float(np.max(np.abs(coherence_quadrature(recipe).defocus_A)))
     radius = physics.probe_radius_A(o.energy_kV * 1e3, o.semiangle_mrad, widest)
-    _require(max_angle > o.semiangle_mrad, "detector", f"the detector reaches {max_angle:.1f} mrad, inside the {o.semiangle_mrad} mrad bright-field disc; use more pixels or a smaller cell")
-    _require(2 * radius < window, "detector", f"the probe window ({window:.1f} Å = cell/bin) does not hold the probe (diameter ~{2 * radius:.1f} Å); use a larger cell, smaller bin or less defocus (or focal spread)")
+    _require(
+        max_angle > o.semiangle_mrad,
+        "detector",
+        (
+            f"the detector reaches {max_angle:.1f} mrad, inside the {o.semiangle_mrad} mrad "
+            "bright-field disc; use more pixels or a smaller cell"
+        ),
+    )
+    _require(
+        2 * radius < window,
+        "detector",
+        (
+            f"the probe window ({window:.1f} Å = cell/bin) does not hold the probe "
+            f"(diameter ~{2 * radius:.1f} Å); use a larger cell, smaller bin or less defocus "
+            "(or focal spread)"
+        ),
+    )
     return Sampling(pixel, d.pixels * d.bin * recipe.simulation.oversampling, pitch, max_angle)
 
 
 def recipe_to_dict(recipe: DatasetRecipe) -> dict[str, Any]:
     """Plain nested dict of a recipe (JSON-serialisable)."""
-    return dataclasses.asdict(recipe) if dataclasses.is_dataclass(recipe) else OmegaConf.to_container(recipe)
+    return (
+        dataclasses.asdict(recipe)
+        if dataclasses.is_dataclass(recipe)
+        else OmegaConf.to_container(recipe)
+    )
 
 
 def recipe_hash(recipe: DatasetRecipe, abtem_version: str) -> str:

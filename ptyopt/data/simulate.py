@@ -29,7 +29,14 @@ from tqdm.auto import tqdm
 
 from ptyopt import physics
 from ptyopt.data.dataset import GroundTruth, Optics, PtychoDataset
-from ptyopt.data.recipe import CoherenceQuadrature, DatasetRecipe, Sampling, coherence_quadrature, derive_sampling, recipe_to_dict
+from ptyopt.data.recipe import (
+    CoherenceQuadrature,
+    DatasetRecipe,
+    Sampling,
+    coherence_quadrature,
+    derive_sampling,
+    recipe_to_dict,
+)
 from ptyopt.data.structures import RMS_DISPLACEMENT_A, Specimen, build_specimen
 
 
@@ -95,15 +102,29 @@ def simulate_dataset(recipe: DatasetRecipe, progress: bool = True) -> PtychoData
     """Run the abTEM simulation described by ``recipe`` (validated) and return the
     dataset with its ground truth and every simulation parameter."""
     started = time.perf_counter()
-    abtem.config.set({"device": "cpu", "precision": "float32", "fftw.threads": 2, "diagnostics.progress_bar": False})
-    specimen = build_specimen(recipe.structure.name, tuple(recipe.structure.lateral_repeats), recipe.structure.thickness_A)
+    abtem.config.set(
+        {
+            "device": "cpu",
+            "precision": "float32",
+            "fftw.threads": 2,
+            "diagnostics.progress_bar": False,
+        }
+    )
+    specimen = build_specimen(
+        recipe.structure.name, tuple(recipe.structure.lateral_repeats), recipe.structure.thickness_A
+    )
     sampling = derive_sampling(recipe, specimen.cell_edge_A)
     energy = recipe.optics.energy_kV * 1e3
     thicknesses, sub = _slice_thicknesses(specimen, recipe)
     positions = scan_positions_A(recipe, specimen.cell_edge_A)
     quadrature = coherence_quadrature(recipe)
     probes = [
-        abtem.Probe(energy=energy, semiangle_cutoff=recipe.optics.semiangle_mrad, defocus=float(defocus), Cs=recipe.optics.Cs_A)
+        abtem.Probe(
+            energy=energy,
+            semiangle_cutoff=recipe.optics.semiangle_mrad,
+            defocus=float(defocus),
+            Cs=recipe.optics.Cs_A,
+        )
         for defocus in quadrature.defocus_A
     ]
     # every position expanded into its displaced source positions (position-major)
@@ -116,35 +137,59 @@ def simulate_dataset(recipe: DatasetRecipe, progress: bool = True) -> PtychoData
     starts = range(0, len(samples), sim.max_batch)
     patterns = np.zeros((len(positions), recipe.detector.pixels, recipe.detector.pixels))
     potential_sum = 0.0
-    bar = tqdm(total=sim.phonon_configs * len(probes) * len(starts), desc=f"simulating {recipe.name}", unit="batch", disable=not progress)
+    bar = tqdm(
+        total=sim.phonon_configs * len(probes) * len(starts),
+        desc=f"simulating {recipe.name}",
+        unit="batch",
+        disable=not progress,
+    )
     for index, atoms in enumerate(configs):
-        potential = abtem.Potential(atoms, gpts=sampling.simulation_gpts, slice_thickness=tuple(thicknesses), projection="infinite").build(lazy=False)
+        potential = abtem.Potential(
+            atoms,
+            gpts=sampling.simulation_gpts,
+            slice_thickness=tuple(thicknesses),
+            projection="infinite",
+        ).build(lazy=False)
         potential_sum = potential_sum + np.asarray(potential.array, dtype=np.float64)
         if index >= sim.phonon_configs:
             continue
-        for probe, defocus_weight in zip(probes, quadrature.defocus_weights):
+        for probe, defocus_weight in zip(probes, quadrature.defocus_weights, strict=True):
             probe.grid.match(potential)
             for start in starts:
                 batch = slice(start, start + sim.max_batch)
-                waves = probe.multislice(potential, scan=abtem.CustomScan(samples[batch, ::-1]), lazy=False)
+                waves = probe.multislice(
+                    potential, scan=abtem.CustomScan(samples[batch, ::-1]), lazy=False
+                )
                 intensity = np.abs(np.fft.fft2(np.asarray(waves.array, dtype=np.complex64))) ** 2
                 binned = bin_detector(intensity, recipe.detector.pixels, recipe.detector.bin)
-                np.add.at(patterns, owner[batch], (defocus_weight * sample_weights[batch])[:, None, None] * binned)
+                np.add.at(
+                    patterns,
+                    owner[batch],
+                    (defocus_weight * sample_weights[batch])[:, None, None] * binned,
+                )
                 bar.update()
     bar.close()
     patterns /= sim.phonon_configs
-    ground_truth = _ground_truth(recipe, sampling, potential_sum / len(configs), sub, thicknesses, energy)
+    ground_truth = _ground_truth(
+        recipe, sampling, potential_sum / len(configs), sub, thicknesses, energy
+    )
     noisy = _apply_dose(recipe, patterns)
     return PtychoDataset(
         name=recipe.name,
         patterns=noisy.astype(np.float32),
         positions_A=positions,
-        optics=Optics(energy, recipe.optics.semiangle_mrad, {"C10": -recipe.optics.defocus_A, "C30": recipe.optics.Cs_A}),
+        optics=Optics(
+            energy,
+            recipe.optics.semiangle_mrad,
+            {"C10": -recipe.optics.defocus_A, "C30": recipe.optics.Cs_A},
+        ),
         angular_sampling_mrad=sampling.angular_sampling_mrad,
         pattern_centre_px=pattern_centre(recipe),
         dose_e_per_A2=float(recipe.dose_e_per_A2),
         ground_truth=ground_truth,
-        simulation=_simulation_record(recipe, specimen, sampling, thicknesses, quadrature, time.perf_counter() - started),
+        simulation=_simulation_record(
+            recipe, specimen, sampling, thicknesses, quadrature, time.perf_counter() - started
+        ),
     )
 
 
@@ -156,8 +201,17 @@ def pattern_centre(recipe: DatasetRecipe) -> tuple[float, float]:
     return (centre, centre)
 
 
-def _ground_truth(recipe: DatasetRecipe, sampling: Sampling, mean_potential_xy: np.ndarray, sub: int, thicknesses: list[float], energy: float) -> GroundTruth:
-    slices = mean_potential_xy.reshape(recipe.reconstruction_slices, sub, *mean_potential_xy.shape[-2:]).sum(axis=1)
+def _ground_truth(
+    recipe: DatasetRecipe,
+    sampling: Sampling,
+    mean_potential_xy: np.ndarray,
+    sub: int,
+    thicknesses: list[float],
+    energy: float,
+) -> GroundTruth:
+    slices = mean_potential_xy.reshape(
+        recipe.reconstruction_slices, sub, *mean_potential_xy.shape[-2:]
+    ).sum(axis=1)
     cell_pixels = recipe.detector.pixels * recipe.detector.bin
     return GroundTruth(
         potential_V_A=_fourier_resample(slices, cell_pixels).astype(np.float32),
@@ -178,7 +232,14 @@ def _apply_dose(recipe: DatasetRecipe, patterns: np.ndarray) -> np.ndarray:
     return np.random.default_rng(recipe.noise_seed).poisson(expected).astype(np.float64)
 
 
-def _simulation_record(recipe: DatasetRecipe, specimen: Specimen, sampling: Sampling, thicknesses: list[float], quadrature: CoherenceQuadrature, seconds: float) -> dict[str, Any]:
+def _simulation_record(
+    recipe: DatasetRecipe,
+    specimen: Specimen,
+    sampling: Sampling,
+    thicknesses: list[float],
+    quadrature: CoherenceQuadrature,
+    seconds: float,
+) -> dict[str, Any]:
     return {
         "recipe": recipe_to_dict(recipe),
         "abtem_version": abtem.__version__,
@@ -191,7 +252,9 @@ def _simulation_record(recipe: DatasetRecipe, specimen: Specimen, sampling: Samp
         "simulation_slices": len(thicknesses),
         "simulation_slice_thickness_A": thicknesses[0],
         "max_angle_mrad": sampling.max_angle_mrad,
-        "rms_displacement_A": {s: RMS_DISPLACEMENT_A[s] for s in sorted(set(specimen.atoms.get_chemical_symbols()))},
+        "rms_displacement_A": {
+            s: RMS_DISPLACEMENT_A[s] for s in sorted(set(specimen.atoms.get_chemical_symbols()))
+        },
         "potential": {"parametrization": "lobato", "projection": "infinite"},
         "coherence": quadrature.as_dict(),
         "seconds": seconds,

@@ -63,7 +63,11 @@ def build_specimen(name: str, lateral_repeats: tuple[int, int], thickness_A: flo
     if name not in STRUCTURES:
         raise ValueError(f"unknown structure {name!r}; choose one of {sorted(STRUCTURES)}")
     unit = STRUCTURES[name]()
-    cell = np.diag(unit.cell.array) if np.allclose(unit.cell.array, np.diag(np.diag(unit.cell.array))) else None
+    cell = (
+        np.diag(unit.cell.array)
+        if np.allclose(unit.cell.array, np.diag(np.diag(unit.cell.array)))
+        else None
+    )
     if cell is None:
         raise ValueError(f"structure {name!r} does not have an orthorhombic cell")
     period_z = float(cell[2])

@@ -50,7 +50,9 @@ class DivergenceError(RuntimeError):
 
 
 class Runner(Protocol):
-    def iteration(self, state: ReconState, groups: Groups, iteration: int) -> tuple[ReconState, float]: ...
+    def iteration(
+        self, state: ReconState, groups: Groups, iteration: int
+    ) -> tuple[ReconState, float]: ...
 
 
 def base_schedules(settings: EngineSettings) -> dict[str, Schedule]:
@@ -58,11 +60,18 @@ def base_schedules(settings: EngineSettings) -> dict[str, Schedule]:
     n = settings.iterations
     return {
         "epsilon": make_schedule(settings.noise.epsilon, "noise.epsilon", n),
-        "position_step": make_schedule(settings.position_correction.step, "position_correction.step", n),
+        "position_step": make_schedule(
+            settings.position_correction.step, "position_correction.step", n
+        ),
     }
 
 
-def hyperparameters(settings: EngineSettings, schedules: dict[str, Schedule], iteration: int, extra: dict[str, float] | None = None) -> dict[str, jnp.ndarray]:
+def hyperparameters(
+    settings: EngineSettings,
+    schedules: dict[str, Schedule],
+    iteration: int,
+    extra: dict[str, float] | None = None,
+) -> dict[str, jnp.ndarray]:
     """The values at ``iteration`` as float32 arrays (arguments of the compiled step):
     every schedule, ``probe_on`` and ``positions_on`` switches, and ``extra`` values."""
     values = {name: schedule(iteration) for name, schedule in schedules.items()}
@@ -86,15 +95,29 @@ class ConventionalRunner:
     ``scheduled`` settings plus the base ones and calls the engine's compiled
     ``iteration_fn(variables, patterns, indices, weights, propagators, ramp, hyper, structure)``."""
 
-    def __init__(self, iteration_fn: Callable, scheduled: tuple[str, ...], settings: EngineSettings, measurements: Measurements, state: ReconState):
+    def __init__(
+        self,
+        iteration_fn: Callable,
+        scheduled: tuple[str, ...],
+        settings: EngineSettings,
+        measurements: Measurements,
+        state: ReconState,
+    ):
         self.iteration_fn = iteration_fn
         self.settings = settings
         self.measurements = measurements
-        self.structure = ConventionalStructure(settings.noise.model, float(settings.position_correction.max_step_px))
-        self.schedules = base_schedules(settings) | {name: make_schedule(getattr(settings, name), name, settings.iterations) for name in scheduled}
+        self.structure = ConventionalStructure(
+            settings.noise.model, float(settings.position_correction.max_step_px)
+        )
+        self.schedules = base_schedules(settings) | {
+            name: make_schedule(getattr(settings, name), name, settings.iterations)
+            for name in scheduled
+        }
         self.propagators = state.propagators(measurements)
 
-    def iteration(self, state: ReconState, groups: Groups, iteration: int) -> tuple[ReconState, float]:
+    def iteration(
+        self, state: ReconState, groups: Groups, iteration: int
+    ) -> tuple[ReconState, float]:
         (obj, probe, positions), loss = self.iteration_fn(
             (state.object, state.probe, state.positions_px),
             self.measurements.patterns,
@@ -108,7 +131,11 @@ class ConventionalRunner:
         return replace(state, object=obj, probe=probe, positions_px=positions), float(loss)
 
 
-ENGINE_MODULES = {"gradient": "ptyopt.engines.gradient", "epie": "ptyopt.engines.epie", "lsqml": "ptyopt.engines.lsqml"}
+ENGINE_MODULES = {
+    "gradient": "ptyopt.engines.gradient",
+    "epie": "ptyopt.engines.epie",
+    "lsqml": "ptyopt.engines.lsqml",
+}
 
 
 @jax.jit
@@ -121,7 +148,7 @@ def _check_finite(state: ReconState, loss: float, engine: str, iteration: int) -
     if not np.isfinite(loss):
         raise DivergenceError(engine, iteration, f"loss is {loss}")
     flags = np.asarray(_all_finite(state.object, state.probe, state.positions_px))
-    for name, finite in zip(("object", "probe", "positions_px"), flags):
+    for name, finite in zip(("object", "probe", "positions_px"), flags, strict=True):
         if not finite:
             raise DivergenceError(engine, iteration, f"{name} holds NaN or inf")
 
@@ -135,32 +162,55 @@ def prepare_state(state: ReconState, settings: EngineSettings, seed: int) -> Rec
     return state
 
 
-def run_engine(state: ReconState, measurements: Measurements, settings: EngineSettings, engine_index: int, seed: int, observers: Iterable[Observer] = ()) -> ReconState:
+def run_engine(
+    state: ReconState,
+    measurements: Measurements,
+    settings: EngineSettings,
+    engine_index: int,
+    seed: int,
+    observers: Iterable[Observer] = (),
+) -> ReconState:
     """Run one engine for its iterations: groups, compiled iteration, constraints,
     divergence check, observers."""
     where = f"plan.engines[{engine_index}]"
     constraints = parse_constraints(settings.constraints, f"{where}.constraints")
     state = prepare_state(state, settings, seed + engine_index)
-    runner = importlib.import_module(ENGINE_MODULES[settings.kind]).make_runner(settings, measurements, state)
-    grouper = Grouper(measurements.geometry.positions_px, settings.group_size, settings.grouping, seed + engine_index)
+    runner = importlib.import_module(ENGINE_MODULES[settings.kind]).make_runner(
+        settings, measurements, state
+    )
+    grouper = Grouper(
+        measurements.geometry.positions_px,
+        settings.group_size,
+        settings.grouping,
+        seed + engine_index,
+    )
     for iteration in range(settings.iterations):
         started = time.perf_counter()
         state, loss = runner.iteration(state, grouper.groups(iteration), iteration)
         state = apply_constraints(state, measurements, constraints, iteration)
         state = replace(state, iterations_done=state.iterations_done + 1)
         _check_finite(state, loss, settings.kind, iteration)
-        report = IterationReport(settings.kind, engine_index, iteration, loss, time.perf_counter() - started, state)
+        report = IterationReport(
+            settings.kind, engine_index, iteration, loss, time.perf_counter() - started, state
+        )
         for observer in observers:
             observer(report)
     return state
 
 
-def run_plan(plan: Plan, measurements: Measurements, observers: Iterable[Observer] = (), state: ReconState | None = None) -> ReconState:
+def run_plan(
+    plan: Plan,
+    measurements: Measurements,
+    observers: Iterable[Observer] = (),
+    state: ReconState | None = None,
+) -> ReconState:
     """Run every engine of ``plan`` in order on one state (a fresh initial state unless
     given) and return the final state."""
     observers = list(observers)
     if state is None:
-        state = initial_state(measurements, plan.slices or measurements.default_slices, plan.probe_modes, plan.seed)
+        state = initial_state(
+            measurements, plan.slices or measurements.default_slices, plan.probe_modes, plan.seed
+        )
     for index, settings in enumerate(plan.engines):
         state = run_engine(state, measurements, settings, index, plan.seed, observers)
     return state

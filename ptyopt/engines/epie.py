@@ -44,8 +44,6 @@ from ptyopt.noise import noise_model
 from ptyopt.plan import EpieSettings
 
 
-
-
 def _max_per_position(x: jnp.ndarray) -> jnp.ndarray:
     """max over the window (G, N, N) → (G, 1, 1), kept ≥ the smallest normal number."""
     return jnp.maximum(jnp.max(x, axis=(-2, -1), keepdims=True), jnp.finfo(x.dtype).tiny)
@@ -54,16 +52,24 @@ def _max_per_position(x: jnp.ndarray) -> jnp.ndarray:
 def _slice_updates(exit_update, transmission, incident):
     """Object update ΔO (G, N, N) and incident-wave update Δψ (G, M, N, N) of one slice
     from its exit-wave update (G, M, N, N); transmission (G, N, N), incident (G, M, N, N)."""
-    d_object = jnp.sum(jnp.conj(incident) * exit_update, axis=1) / _max_per_position(jnp.sum(jnp.abs(incident) ** 2, axis=1))
-    d_wave = (jnp.conj(transmission) / _max_per_position(jnp.abs(transmission) ** 2))[:, None] * exit_update
+    d_object = jnp.sum(jnp.conj(incident) * exit_update, axis=1) / _max_per_position(
+        jnp.sum(jnp.abs(incident) ** 2, axis=1)
+    )
+    d_wave = (jnp.conj(transmission) / _max_per_position(jnp.abs(transmission) ** 2))[
+        :, None
+    ] * exit_update
     return d_object, d_wave
 
 
-def _group_update(obj, probe, group_positions, measured, propagators, detector_ramp, noise, epsilon):
+def _group_update(
+    obj, probe, group_positions, measured, propagators, detector_ramp, noise, epsilon
+):
     """Per-position updates of one group: the window corners (G, 2) they belong at,
     ΔO (S, G, N, N), Δprobe (G, M, N, N) already shifted back by the sub-pixel
     remainders, and per-position losses (G,)."""
-    forward = model.group_forward(obj, probe, group_positions, propagators, detector_ramp, keep_incident=True)
+    forward = model.group_forward(
+        obj, probe, group_positions, propagators, detector_ramp, keep_incident=True
+    )
     slices_first, incidents, intensity = forward.transmissions, forward.incidents, forward.intensity
     chi = noise.wavefront_update(forward.far_field, intensity, measured, epsilon)
     exit_update = jnp.fft.ifft2(chi, norm="ortho") * jnp.conj(detector_ramp)
@@ -74,16 +80,29 @@ def _group_update(obj, probe, group_positions, measured, propagators, detector_r
         d_object, d_wave = _slice_updates(update, transmission, wave)
         return jnp.fft.ifft2(jnp.fft.fft2(d_wave) * jnp.conj(propagator)), d_object
 
-    first_update, d_objects = jax.lax.scan(backward, exit_update, (slices_first[1:], incidents[1:], propagators), reverse=True)
+    first_update, d_objects = jax.lax.scan(
+        backward, exit_update, (slices_first[1:], incidents[1:], propagators), reverse=True
+    )
     d_object_0, d_probe = _slice_updates(first_update, slices_first[0], incidents[0])
     d_objects = jnp.concatenate([d_object_0[None], d_objects])
     # The incident probe was shifted by +r: shift its update back by −r onto the probe grid.
-    d_probe = jax.vmap(lambda d, r: model.shifted_probes(d, -r[None])[0])(d_probe, forward.remainders)
+    d_probe = jax.vmap(lambda d, r: model.shifted_probes(d, -r[None])[0])(
+        d_probe, forward.remainders
+    )
     return forward.corners, d_objects, d_probe, noise.loss(intensity, measured, epsilon)
 
 
 @partial(jax.jit, static_argnames=("structure",))
-def epie_iteration(variables, patterns, indices, weights, propagators, detector_ramp, hyper, structure: ConventionalStructure):
+def epie_iteration(
+    variables,
+    patterns,
+    indices,
+    weights,
+    propagators,
+    detector_ramp,
+    hyper,
+    structure: ConventionalStructure,
+):
     """One pass over all groups. variables (object (S, H, W), probe (M, N, N), positions
     (P, 2)); indices/weights (n_groups, G); hyper: dict of scalar arrays beta_object,
     beta_probe, epsilon, probe_on, position_step, positions_on. Returns the new variables
@@ -95,11 +114,31 @@ def epie_iteration(variables, patterns, indices, weights, propagators, detector_
         idx, w = group
         window = probe.shape[-2:]
         measured = patterns[idx]
-        corners, d_objects, d_probe, losses = _group_update(obj, probe, positions[idx], measured, propagators, detector_ramp, noise, hyper["epsilon"])
+        corners, d_objects, d_probe, losses = _group_update(
+            obj,
+            probe,
+            positions[idx],
+            measured,
+            propagators,
+            detector_ramp,
+            noise,
+            hyper["epsilon"],
+        )
 
         positions = corrected_positions(
-            obj, probe, positions, idx, w, measured, propagators, detector_ramp,
-            noise.loss, hyper["epsilon"], hyper["position_step"], structure.max_step_px, hyper["positions_on"],
+            obj,
+            probe,
+            positions,
+            idx,
+            w,
+            measured,
+            propagators,
+            detector_ramp,
+            noise.loss,
+            hyper["epsilon"],
+            hyper["position_step"],
+            structure.max_step_px,
+            hyper["positions_on"],
         )
 
         rows = corners[:, 0, None, None] + jnp.arange(window[0])[None, :, None]  # (G, N, 1)
@@ -113,6 +152,8 @@ def epie_iteration(variables, patterns, indices, weights, propagators, detector_
     return variables, jnp.mean(losses)
 
 
-def make_runner(settings: EpieSettings, measurements: Measurements, state: ReconState) -> ConventionalRunner:
+def make_runner(
+    settings: EpieSettings, measurements: Measurements, state: ReconState
+) -> ConventionalRunner:
     """Runner for ``settings`` on ``measurements`` starting from ``state``."""
     return ConventionalRunner(epie_iteration, settings.SCHEDULED, settings, measurements, state)

@@ -65,12 +65,26 @@ def _direction(kind: SolverKind, learning_rate) -> optax.GradientTransformationE
     elif kind.name == "sgd":
         inner = optax.trace(kind.momentum, kind.nesterov) if kind.momentum > 0 else optax.identity()
     else:  # polyak_sgd: the step size is part of the direction
-        return optax.chain(optax.scale_by_polyak(f_min=0.0, max_learning_rate=learning_rate), optax.scale(-1.0))
-    return optax.chain(inner, optax.scale(-1.0), optax.scale_by_learning_rate(learning_rate, flip_sign=False))
+        return optax.chain(
+            optax.scale_by_polyak(f_min=0.0, max_learning_rate=learning_rate), optax.scale(-1.0)
+        )
+    return optax.chain(
+        inner, optax.scale(-1.0), optax.scale_by_learning_rate(learning_rate, flip_sign=False)
+    )
 
 
 @partial(jax.jit, static_argnames=("structure",))
-def gradient_iteration(variables, solver_states, patterns, indices, weights, propagators, detector_ramp, hyper, structure: Structure):
+def gradient_iteration(
+    variables,
+    solver_states,
+    patterns,
+    indices,
+    weights,
+    propagators,
+    detector_ramp,
+    hyper,
+    structure: Structure,
+):
     """One pass over all groups. variables (object, probe, positions); solver_states
     their optax states; indices/weights (n_groups, G); hyper dict of scalar arrays.
     Returns the new variables and states and the mean data loss per position."""
@@ -81,22 +95,41 @@ def gradient_iteration(variables, solver_states, patterns, indices, weights, pro
         idx, w = group
 
         def loss_fn(obj, probe, positions):
-            intensity = model.far_field_intensities(obj, probe, positions[idx], propagators, detector_ramp)
+            intensity = model.far_field_intensities(
+                obj, probe, positions[idx], propagators, detector_ramp
+            )
             data = jnp.sum(w * noise.loss(intensity, patterns[idx], hyper["epsilon"])) / jnp.sum(w)
-            cost = sum(hyper[f"weight_{name}"] * REGULARIZERS[name](obj, probe) for name in structure.regularizers)
+            cost = sum(
+                hyper[f"weight_{name}"] * REGULARIZERS[name](obj, probe)
+                for name in structure.regularizers
+            )
             return data + cost, data
 
-        (total, data), (g_obj, g_probe, g_pos) = jax.value_and_grad(loss_fn, argnums=(0, 1, 2), has_aux=True)(obj, probe, positions)
-        u_obj, s_obj = _direction(structure.object_solver, hyper["object_lr"]).update(jnp.conj(g_obj), s_obj, obj, value=total)
-        u_probe, s_probe = _direction(structure.probe_solver, hyper["probe_lr"]).update(jnp.conj(g_probe), s_probe, probe, value=total)
-        u_pos, s_pos = _direction(POSITION_SOLVER, hyper["position_step"]).update(g_pos, s_pos, positions, value=total)
+        (total, data), (g_obj, g_probe, g_pos) = jax.value_and_grad(
+            loss_fn, argnums=(0, 1, 2), has_aux=True
+        )(obj, probe, positions)
+        u_obj, s_obj = _direction(structure.object_solver, hyper["object_lr"]).update(
+            jnp.conj(g_obj), s_obj, obj, value=total
+        )
+        u_probe, s_probe = _direction(structure.probe_solver, hyper["probe_lr"]).update(
+            jnp.conj(g_probe), s_probe, probe, value=total
+        )
+        u_pos, s_pos = _direction(POSITION_SOLVER, hyper["position_step"]).update(
+            g_pos, s_pos, positions, value=total
+        )
         in_group = jnp.zeros(positions.shape[0], positions.dtype).at[idx].max(w)[:, None]
-        u_pos = jnp.clip(u_pos, -structure.max_step_px, structure.max_step_px) * in_group * hyper["positions_on"]
+        u_pos = (
+            jnp.clip(u_pos, -structure.max_step_px, structure.max_step_px)
+            * in_group
+            * hyper["positions_on"]
+        )
         moved = model.keep_windows_inside(positions + u_pos, probe.shape[-2:], obj.shape[-2:])
         new = (obj + u_obj, probe + u_probe * hyper["probe_on"], moved)
         return (new, (s_obj, s_probe, s_pos)), data
 
-    (variables, solver_states), losses = jax.lax.scan(group_step, (variables, solver_states), (indices, weights))
+    (variables, solver_states), losses = jax.lax.scan(
+        group_step, (variables, solver_states), (indices, weights)
+    )
     return variables, solver_states, jnp.mean(losses)
 
 
@@ -116,8 +149,12 @@ class GradientRunner:
             float(settings.position_correction.max_step_px),
         )
         self.schedules = base_schedules(settings) | {
-            "object_lr": make_schedule(settings.object_solver.learning_rate, "object_solver.learning_rate", n),
-            "probe_lr": make_schedule(settings.probe_solver.learning_rate, "probe_solver.learning_rate", n),
+            "object_lr": make_schedule(
+                settings.object_solver.learning_rate, "object_solver.learning_rate", n
+            ),
+            "probe_lr": make_schedule(
+                settings.probe_solver.learning_rate, "probe_solver.learning_rate", n
+            ),
         }
         self.propagators = state.propagators(measurements)
         self.solver_states = (
@@ -130,7 +167,9 @@ class GradientRunner:
         weights = {f"weight_{r.name}": r.weight_at(iteration) for r in self.regularizers}
         return hyperparameters(self.settings, self.schedules, iteration, weights)
 
-    def iteration(self, state: ReconState, groups: Groups, iteration: int) -> tuple[ReconState, float]:
+    def iteration(
+        self, state: ReconState, groups: Groups, iteration: int
+    ) -> tuple[ReconState, float]:
         variables = (state.object, state.probe, state.positions_px)
         variables, self.solver_states, loss = gradient_iteration(
             variables,
@@ -147,5 +186,7 @@ class GradientRunner:
         return replace(state, object=obj, probe=probe, positions_px=positions), float(loss)
 
 
-def make_runner(settings: GradientSettings, measurements: Measurements, state: ReconState) -> GradientRunner:
+def make_runner(
+    settings: GradientSettings, measurements: Measurements, state: ReconState
+) -> GradientRunner:
     return GradientRunner(settings, measurements, state)

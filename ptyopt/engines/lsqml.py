@@ -31,8 +31,10 @@ least-squares fit χ_j ≈ α_O,j·u_j + α_P,j·v_j (summed over modes and pixe
 degenerate system from taking a huge step), and negative steps are set to 0; the steps
 are dimensionless. The group's updates, as in the paper's parallel (batch) variant:
 
-    O_n ← O_n + (β_O/S) · [Σ_j α_O,j |ψ_{n,j}|² / Σ_j |ψ_{n,j}|²] · ΔÔ_n   (illumination-weighted step)
-    P   ← P   + β_P · mean_j(α_P,j) · ΔP̂                                 (from probe_update_start)
+    O_n ← O_n + (β_O/S) · [Σ_j α_O,j |ψ_{n,j}|² / Σ_j |ψ_{n,j}|²] · ΔÔ_n
+        (illumination-weighted step)
+    P   ← P   + β_P · mean_j(α_P,j) · ΔP̂
+        (from probe_update_start)
 
 Slices n > 0 fit α_O alone (their second unknown, the incident wave, is not a shared
 variable); the first slice fits the object and probe steps jointly, so one slice is
@@ -68,8 +70,6 @@ LSQ_TIKHONOV = 0.1
 LSQ_FLOOR = 1e-6
 """Diagonal floor of the (scale-normalised) step fit, so that it stays solvable when a
 direction vanishes (probe update off, or χ = 0)."""
-
-
 
 
 class Windows(NamedTuple):
@@ -111,7 +111,9 @@ def _normalised(total: jnp.ndarray, illumination: jnp.ndarray, reg: jnp.ndarray)
     return total / (illumination + reg * jnp.max(illumination) + _tiny(illumination))
 
 
-def _lsq_steps(chi: jnp.ndarray, u: jnp.ndarray, v: jnp.ndarray, windows: Windows) -> tuple[jnp.ndarray, jnp.ndarray]:
+def _lsq_steps(
+    chi: jnp.ndarray, u: jnp.ndarray, v: jnp.ndarray, windows: Windows
+) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Per-position steps (α_O, α_P) (G,), each ≥ 0, of the regularised least-squares
     fit χ_j ≈ α_O·u_j + α_P·v_j; all arrays (G, M, N, N)."""
 
@@ -145,23 +147,37 @@ class ObjectDirection(NamedTuple):
         return weighted / (self.illumination + _tiny(self.illumination)) * self.direction
 
 
-def _object_direction(chi: jnp.ndarray, incident: jnp.ndarray, windows: Windows, reg: jnp.ndarray) -> ObjectDirection:
+def _object_direction(
+    chi: jnp.ndarray, incident: jnp.ndarray, windows: Windows, reg: jnp.ndarray
+) -> ObjectDirection:
     """Illumination-normalised object direction of one slice from its exit-wave update
     χ and incident wave ψ (G, M, N, N)."""
     illumination_per_position = jnp.sum(jnp.abs(incident) ** 2, axis=1)
     illumination = windows.scatter(illumination_per_position)
     total = windows.scatter(jnp.sum(chi * jnp.conj(incident), axis=1))
-    return ObjectDirection(_normalised(total, illumination, reg), illumination_per_position, illumination)
+    return ObjectDirection(
+        _normalised(total, illumination, reg), illumination_per_position, illumination
+    )
 
 
-def _probe_direction(chi: jnp.ndarray, transmission: jnp.ndarray, remainders: jnp.ndarray, windows: Windows, reg: jnp.ndarray) -> jnp.ndarray:
+def _probe_direction(
+    chi: jnp.ndarray,
+    transmission: jnp.ndarray,
+    remainders: jnp.ndarray,
+    windows: Windows,
+    reg: jnp.ndarray,
+) -> jnp.ndarray:
     """Illumination-normalised probe direction ΔP̂ (M, N, N) from the first slice's
     exit-wave update χ (G, M, N, N) and transmission (G, N, N)."""
     steepest = chi * jnp.conj(transmission)[:, None]
     # The incident probe was shifted by +r_j (model.shifted_probes): shift each position's
     # direction back by −r_j, summing in Fourier space so that one inverse FFT per mode does.
     back = physics.fourier_shift_ramp(-remainders, chi.shape[-2:]).astype(chi.dtype)
-    total = jnp.fft.ifft2(jnp.einsum("g,gyx,gmyx->myx", windows.weights.astype(chi.dtype), back, jnp.fft.fft2(steepest)))
+    total = jnp.fft.ifft2(
+        jnp.einsum(
+            "g,gyx,gmyx->myx", windows.weights.astype(chi.dtype), back, jnp.fft.fft2(steepest)
+        )
+    )
     # Σ|O_j|² is left unshifted: a sub-pixel shift of a smooth weight changes little.
     illumination = jnp.einsum("g,gyx->yx", windows.weights, jnp.abs(transmission) ** 2)
     return _normalised(total, illumination, reg)
@@ -204,11 +220,28 @@ def _first_slice_step(chi, transmission, incident, remainders, windows: Windows,
     return object_update, hyper["beta_probe"] * windows.mean(alpha_probe) * d_probe
 
 
-def _group_update(obj, probe, group_positions, weights, measured, propagators, detector_ramp, hyper, noise: NoiseModel):
+def _group_update(
+    obj,
+    probe,
+    group_positions,
+    weights,
+    measured,
+    propagators,
+    detector_ramp,
+    hyper,
+    noise: NoiseModel,
+):
     """New object and probe after one group's LSQML step, and the group's per-position
     losses (G,) before it."""
-    forward = model.group_forward(obj, probe, group_positions, propagators, detector_ramp, keep_incident=True)
-    transmissions, incidents, remainders, intensity = forward.transmissions, forward.incidents, forward.remainders, forward.intensity
+    forward = model.group_forward(
+        obj, probe, group_positions, propagators, detector_ramp, keep_incident=True
+    )
+    transmissions, incidents, remainders, intensity = (
+        forward.transmissions,
+        forward.incidents,
+        forward.remainders,
+        forward.intensity,
+    )
     windows = Windows(forward.corners, weights, probe.shape[-2:], obj.shape[-2:])
     chi = noise.wavefront_update(forward.far_field, intensity, measured, hyper["epsilon"])
     chi = jnp.fft.ifft2(chi, norm="ortho") * jnp.conj(detector_ramp)  # back to the exit plane
@@ -219,15 +252,30 @@ def _group_update(obj, probe, group_positions, weights, measured, propagators, d
         (transmissions[1:], incidents[1:], propagators),
         reverse=True,
     )
-    first_update, probe_update = _first_slice_step(first_chi, transmissions[0], incidents[0], remainders, windows, hyper)
+    first_update, probe_update = _first_slice_step(
+        first_chi, transmissions[0], incidents[0], remainders, windows, hyper
+    )
     # β_O/S: every slice's step was fitted to the whole χ (see the module docstring).
     object_update = jnp.concatenate([first_update[None], upper_updates]) / obj.shape[0]
     obj = obj + object_update.astype(obj.dtype)
-    return obj, probe + probe_update.astype(probe.dtype), noise.loss(intensity, measured, hyper["epsilon"])
+    return (
+        obj,
+        probe + probe_update.astype(probe.dtype),
+        noise.loss(intensity, measured, hyper["epsilon"]),
+    )
 
 
 @partial(jax.jit, static_argnames=("structure",))
-def lsqml_iteration(variables, patterns, indices, weights, propagators, detector_ramp, hyper, structure: ConventionalStructure):
+def lsqml_iteration(
+    variables,
+    patterns,
+    indices,
+    weights,
+    propagators,
+    detector_ramp,
+    hyper,
+    structure: ConventionalStructure,
+):
     """One pass over all groups. variables (object (S, H, W), probe (M, N, N), positions
     (P, 2)); indices/weights (n_groups, G); hyper: dict of scalar arrays beta_object,
     beta_probe, illum_reg_object, illum_reg_probe, epsilon, probe_on, position_step,
@@ -239,10 +287,23 @@ def lsqml_iteration(variables, patterns, indices, weights, propagators, detector
         obj, probe, positions = carry
         idx, w = group
         measured = patterns[idx]
-        obj, probe, losses = _group_update(obj, probe, positions[idx], w, measured, propagators, detector_ramp, hyper, noise)
+        obj, probe, losses = _group_update(
+            obj, probe, positions[idx], w, measured, propagators, detector_ramp, hyper, noise
+        )
         positions = corrected_positions(
-            obj, probe, positions, idx, w, measured, propagators, detector_ramp,
-            noise.loss, hyper["epsilon"], hyper["position_step"], structure.max_step_px, hyper["positions_on"],
+            obj,
+            probe,
+            positions,
+            idx,
+            w,
+            measured,
+            propagators,
+            detector_ramp,
+            noise.loss,
+            hyper["epsilon"],
+            hyper["position_step"],
+            structure.max_step_px,
+            hyper["positions_on"],
         )
         return (obj, probe, positions), jnp.sum(w * losses) / jnp.maximum(jnp.sum(w), 1.0)
 
@@ -250,6 +311,8 @@ def lsqml_iteration(variables, patterns, indices, weights, propagators, detector
     return variables, jnp.mean(losses)
 
 
-def make_runner(settings: LsqmlSettings, measurements: Measurements, state: ReconState) -> ConventionalRunner:
+def make_runner(
+    settings: LsqmlSettings, measurements: Measurements, state: ReconState
+) -> ConventionalRunner:
     """Runner for ``settings`` on ``measurements`` starting from ``state``."""
     return ConventionalRunner(lsqml_iteration, settings.SCHEDULED, settings, measurements, state)

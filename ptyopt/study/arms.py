@@ -42,7 +42,11 @@ def arm_study_name(parent: str, arm: str) -> str:
 def _forwarded(cli_overrides: Sequence[str]) -> list[str]:
     """The parent's command-line overrides that apply to every arm (not the choice of
     study or its name)."""
-    return [o for o in cli_overrides if not o.lstrip("+~").startswith(("study=", "study.name=", "study.arms"))]
+    return [
+        o
+        for o in cli_overrides
+        if not o.lstrip("+~").startswith(("study=", "study.name=", "study.arms"))
+    ]
 
 
 def _compose(overrides: list[str]) -> DictConfig:
@@ -58,16 +62,28 @@ def arms_of(config: StudyConfig, cli_overrides: Sequence[str] = ()) -> list[Arm]
     ConfigError naming it before anything runs."""
     arms = []
     for name, own in config.study.arms.items():
-        overrides = [f"study.n_trials={config.study.n_trials}", *own, *_forwarded(cli_overrides), f"study.name={arm_study_name(config.study.name, name)}"]
+        overrides = [
+            f"study.n_trials={config.study.n_trials}",
+            *own,
+            *_forwarded(cli_overrides),
+            f"study.name={arm_study_name(config.study.name, name)}",
+        ]
         try:
             arm_config, plan_values = validate(_compose(overrides))
-            make_sampler(arm_config.sampler, arm_config.study.search_space, arm_config.study.seed, arm_config.study.seed)  # a grid needs steps; cmaes/gp their packages
+            make_sampler(
+                arm_config.sampler,
+                arm_config.study.search_space,
+                arm_config.study.seed,
+                arm_config.study.seed,
+            )  # a grid needs steps; cmaes/gp their packages
         except ConfigError as err:
             raise ConfigError(f"study.arms.{name}: {err}") from None
         except Exception as err:  # Hydra's own errors: unknown option, bad override syntax
             message = " ".join(str(err).split())
             raise ConfigError(f"study.arms.{name}: {type(err).__name__}: {message}") from None
         if arm_config.study.arms:
-            raise ConfigError(f"study.arms.{name}: its member study has arms of its own; arms cannot nest")
+            raise ConfigError(
+                f"study.arms.{name}: its member study has arms of its own; arms cannot nest"
+            )
         arms.append(Arm(name, tuple(own), arm_config, plan_values))
     return arms

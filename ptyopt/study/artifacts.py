@@ -28,16 +28,27 @@ def trial_dir(study_dir: Path, number: int) -> Path:
     return Path(study_dir) / "trials" / str(number)
 
 
-def write_trial(folder: Path, state: ReconState, measurements: Measurements, dataset_path: Path, metrics: dict[str, float], config: Any) -> None:
+def write_trial(
+    folder: Path,
+    state: ReconState,
+    measurements: Measurements,
+    dataset_path: Path,
+    metrics: dict[str, float],
+    config: Any,
+) -> None:
     """Write the three artifacts of a finished trial into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     fov = measurements.geometry.field_of_view(2)
     with h5py.File(folder / "reconstruction.h5", "w") as file:
-        file.create_dataset("object", data=np.asarray(state.object), compression="gzip", compression_opts=1)
+        file.create_dataset(
+            "object", data=np.asarray(state.object), compression="gzip", compression_opts=1
+        )
         file.create_dataset("probe", data=np.asarray(state.probe))
         file.create_dataset("positions_px", data=np.asarray(state.positions_px))
         file.attrs["origin_px"] = np.asarray(measurements.geometry.origin_px, np.float64)
-        file.attrs["field_of_view"] = np.array([fov[0].start, fov[0].stop, fov[1].start, fov[1].stop])
+        file.attrs["field_of_view"] = np.array(
+            [fov[0].start, fov[0].stop, fov[1].start, fov[1].stop]
+        )
         file.attrs["pixel_size_A"] = measurements.pixel_size_A
         file.attrs["slice_thicknesses_A"] = np.asarray(state.slice_thicknesses_A)
         file.attrs["dataset_path"] = str(dataset_path)

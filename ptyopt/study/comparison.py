@@ -34,7 +34,17 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ptyopt.benchmarks.report import environment_lines
 from ptyopt.study.arms import Arm
-from ptyopt.study.report import FigureSkipped, best_images, best_trial, completed, finished_span, markdown_table, save_figure, short_names, write_table
+from ptyopt.study.report import (
+    FigureSkipped,
+    best_images,
+    best_trial,
+    completed,
+    finished_span,
+    markdown_table,
+    save_figure,
+    short_names,
+    write_table,
+)
 
 #: A curve has reached its final NRMSE once it is within this factor of it.
 REACHED = 1.02
@@ -62,7 +72,11 @@ class ArmResult:
 
     @cached_property
     def trials(self) -> list[FrozenTrial]:
-        return [] if self.study is None else sorted(self.study.get_trials(deepcopy=False), key=lambda t: t.number)
+        return (
+            []
+            if self.study is None
+            else sorted(self.study.get_trials(deepcopy=False), key=lambda t: t.number)
+        )
 
     @cached_property
     def complete(self) -> list[FrozenTrial]:
@@ -76,7 +90,11 @@ class ArmResult:
 def curve(trial: FrozenTrial) -> pd.DataFrame:
     """The trial's convergence curve (iteration, seconds, nrmse, …); empty when missing."""
     values = trial.user_attrs.get("curve")
-    return pd.DataFrame(values) if isinstance(values, dict) and values.get("iteration") else pd.DataFrame(columns=["iteration", "seconds", "nrmse"])
+    return (
+        pd.DataFrame(values)
+        if isinstance(values, dict) and values.get("iteration")
+        else pd.DataFrame(columns=["iteration", "seconds", "nrmse"])
+    )
 
 
 def time_to_final(trial: FrozenTrial) -> tuple[float, float]:
@@ -101,29 +119,35 @@ def arms_table(results: Sequence[ArmResult]) -> pd.DataFrame:
         states = [t.state for t in result.trials]
         metrics = best.user_attrs.get("metrics", {}) if best else {}
         iterations, seconds = time_to_final(best) if best else (math.nan, math.nan)
-        walls = [t.user_attrs["wall_time_s"] for t in result.trials if "wall_time_s" in t.user_attrs]
+        walls = [
+            t.user_attrs["wall_time_s"] for t in result.trials if "wall_time_s" in t.user_attrs
+        ]
         finished, span_h = finished_span(result.study) if result.study else (0, 0.0)
         params = short_names(best.params) if best else {}
-        rows.append({
-            "arm": arm.name,
-            "dataset": arm.config.dataset.name,
-            "dose_e_per_A2": arm.config.dataset.dose_e_per_A2,
-            "engines": _plan_kinds(arm),
-            "complete": states.count(TrialState.COMPLETE),
-            "pruned": states.count(TrialState.PRUNED),
-            "failed": states.count(TrialState.FAIL),
-            "best_trial": best.number if best else None,
-            "nrmse": metrics.get("nrmse"),
-            "mse": metrics.get("mse"),
-            "ssim": metrics.get("ssim"),
-            "frc_resolution_A": metrics.get("frc_resolution_A"),
-            "iterations_to_best": iterations,
-            "seconds_to_best": seconds,
-            "s_per_iteration": _median(result.complete, "seconds_per_iteration"),
-            "median_trial_s": float(np.median(walls)) if walls else None,
-            "trials_per_h": finished / span_h if span_h > 0 else None,
-            "best_params": ", ".join(f"{params[k]}={_short(v)}" for k, v in best.params.items()) if best else "",
-        })
+        rows.append(
+            {
+                "arm": arm.name,
+                "dataset": arm.config.dataset.name,
+                "dose_e_per_A2": arm.config.dataset.dose_e_per_A2,
+                "engines": _plan_kinds(arm),
+                "complete": states.count(TrialState.COMPLETE),
+                "pruned": states.count(TrialState.PRUNED),
+                "failed": states.count(TrialState.FAIL),
+                "best_trial": best.number if best else None,
+                "nrmse": metrics.get("nrmse"),
+                "mse": metrics.get("mse"),
+                "ssim": metrics.get("ssim"),
+                "frc_resolution_A": metrics.get("frc_resolution_A"),
+                "iterations_to_best": iterations,
+                "seconds_to_best": seconds,
+                "s_per_iteration": _median(result.complete, "seconds_per_iteration"),
+                "median_trial_s": float(np.median(walls)) if walls else None,
+                "trials_per_h": finished / span_h if span_h > 0 else None,
+                "best_params": ", ".join(f"{params[k]}={_short(v)}" for k, v in best.params.items())
+                if best
+                else "",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -138,10 +162,17 @@ def _short(value: Any) -> str:
 
 def pivot_best(table: pd.DataFrame) -> pd.DataFrame | None:
     """Best NRMSE, engines × "dataset @ dose", when arms differ in both; else None."""
-    table = table.assign(data=[f"{d} @ {dose:.0e} e/Å²" for d, dose in zip(table["dataset"], table["dose_e_per_A2"])])
+    table = table.assign(
+        data=[
+            f"{d} @ {dose:.0e} e/Å²"
+            for d, dose in zip(table["dataset"], table["dose_e_per_A2"], strict=True)
+        ]
+    )
     if table["engines"].nunique() < 2 or table["data"].nunique() < 2:
         return None
-    return table.pivot_table(index="engines", columns="data", values="nrmse", aggfunc="min").reset_index()
+    return table.pivot_table(
+        index="engines", columns="data", values="nrmse", aggfunc="min"
+    ).reset_index()
 
 
 # --- sweeps ----------------------------------------------------------------------------
@@ -167,17 +198,23 @@ def sweep_rows(result: ArmResult) -> pd.DataFrame:
     for t in sorted(trials, key=lambda t: t.params[param]):
         c = curves[t.number]
         below = c[c["nrmse"] <= threshold] if not c.empty else c
-        rows.append({
-            "arm": result.arm.name,
-            "parameter": param.removeprefix("plan.engines.0."),
-            "value": t.params[param],
-            "state": t.state.name,
-            "final_nrmse": t.values[0] if t.state == TrialState.COMPLETE else math.nan,
-            "min_nrmse": c["nrmse"].min() if not c.empty else math.nan,
-            "min_at_iteration": c["iteration"].iloc[int(c["nrmse"].argmin())] if not c.empty else math.nan,
-            "threshold": threshold,
-            "iterations_to_threshold": below["iteration"].iloc[0] if not below.empty else math.nan,
-        })
+        rows.append(
+            {
+                "arm": result.arm.name,
+                "parameter": param.removeprefix("plan.engines.0."),
+                "value": t.params[param],
+                "state": t.state.name,
+                "final_nrmse": t.values[0] if t.state == TrialState.COMPLETE else math.nan,
+                "min_nrmse": c["nrmse"].min() if not c.empty else math.nan,
+                "min_at_iteration": c["iteration"].iloc[int(c["nrmse"].argmin())]
+                if not c.empty
+                else math.nan,
+                "threshold": threshold,
+                "iterations_to_threshold": below["iteration"].iloc[0]
+                if not below.empty
+                else math.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -198,9 +235,13 @@ def finding(rows: pd.DataFrame) -> dict[str, Any]:
     interior = lambda v: v is not None and v not in (values[0], values[-1])  # noqa: E731
     if claim == "rate":
         holds = {
-            "moderate value fastest": bool(fastest_all) and all(interior(v) for v in fastest_all),  # ties with an end value do not count
+            "moderate value fastest": bool(fastest_all)
+            and all(interior(v) for v in fastest_all),  # ties with an end value do not count
             "largest value prevents convergence": largest_stalls,
-            "rate effect larger than quality effect": (len(reached) < len(rows) or rate_ratio >= 1.5) and rate_ratio - 1 > _spread_over(reached, "final_nrmse"),
+            "rate effect larger than quality effect": (
+                len(reached) < len(rows) or rate_ratio >= 1.5
+            )
+            and rate_ratio - 1 > _spread_over(reached, "final_nrmse"),
         }
     elif claim == "quality":
         holds = {
@@ -211,15 +252,25 @@ def finding(rows: pd.DataFrame) -> dict[str, Any]:
         holds = {}
     return {
         "parameter": param,
-        "phaser": {"rate": "mainly convergence rate", "quality": "mainly final quality"}.get(claim, "(no finding)"),
+        "phaser": {"rate": "mainly convergence rate", "quality": "mainly final quality"}.get(
+            claim, "(no finding)"
+        ),
         "values": len(rows),
         "reach_threshold": f"{len(reached)}/{len(rows)}",
         "iterations_max_over_min": rate_ratio,
-        "final_nrmse_range": f"{finals.min():.3f}–{finals.max():.3f}" if finals.notna().any() else "n/a",
+        "final_nrmse_range": f"{finals.min():.3f}–{finals.max():.3f}"
+        if finals.notna().any()
+        else "n/a",
         "fastest_value": ", ".join(_short(float(v)) for v in fastest_all) if fastest_all else None,
         "best_final_value": best,
         "checks": holds,
-        "verdict": "reproduced" if holds and all(holds.values()) else "partly" if any(holds.values()) else "not reproduced" if holds else "n/a",
+        "verdict": "reproduced"
+        if holds and all(holds.values())
+        else "partly"
+        if any(holds.values())
+        else "not reproduced"
+        if holds
+        else "n/a",
     }
 
 
@@ -233,7 +284,9 @@ def findings_table(sweeps: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for arm, rows_of_arm in sweeps.groupby("arm", sort=False):
         f = finding(rows_of_arm)
-        checks = "; ".join(f"{name}: {'yes' if ok else 'no'}" for name, ok in f.pop("checks").items())
+        checks = "; ".join(
+            f"{name}: {'yes' if ok else 'no'}" for name, ok in f.pop("checks").items()
+        )
         rows.append({"arm": arm, **f, "checks": checks})
     return pd.DataFrame(rows)
 
@@ -242,8 +295,14 @@ def grid_table(result: ArmResult) -> pd.DataFrame:
     """Final NRMSE of a two-parameter grid arm, first parameter down, second across."""
     first, second = _grid_params(result)
     done = [t for t in result.complete if first in t.params and second in t.params]
-    frame = pd.DataFrame([{first: t.params[first], second: t.params[second], "nrmse": t.values[0]} for t in done])
-    return frame.pivot_table(index=first, columns=second, values="nrmse").dropna(how="all").dropna(axis=1, how="all")
+    frame = pd.DataFrame(
+        [{first: t.params[first], second: t.params[second], "nrmse": t.values[0]} for t in done]
+    )
+    return (
+        frame.pivot_table(index=first, columns=second, values="nrmse")
+        .dropna(how="all")
+        .dropna(axis=1, how="all")
+    )
 
 
 def coupling_lines(table: pd.DataFrame) -> list[str]:
@@ -253,7 +312,11 @@ def coupling_lines(table: pd.DataFrame) -> list[str]:
     i, j = np.unravel_index(np.nanargmin(table.to_numpy()), table.shape)
     moves = best_first.nunique() > 1
     return [
-        f"- optimum over the grid: {table.index.name.split('.')[-2]} = {_short(table.index[i])}, {table.columns.name.split('.')[-2]} = {_short(table.columns[j])}: NRMSE {table.iat[i, j]:.4f}",
+        (
+            f"- optimum over the grid: {table.index.name.split('.')[-2]} = "
+            f"{_short(table.index[i])}, {table.columns.name.split('.')[-2]} = "
+            f"{_short(table.columns[j])}: NRMSE {table.iat[i, j]:.4f}"
+        ),
         f"- best {table.index.name.split('.')[-2]} for each {table.columns.name.split('.')[-2]}: "
         + ", ".join(f"{_short(c)} → {_short(v)}" for c, v in best_first.items())
         + (" (it moves: the two are coupled)" if moves else " (it does not move)"),
@@ -299,7 +362,7 @@ def plot_best_reconstructions(results: Sequence[ArmResult], path: Path) -> Path 
     rows = -(-len(images) // columns)
     fig = Figure(figsize=(3.2 * columns, 3.2 * rows), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    for ax, (name, image) in zip(axes, images):
+    for ax, (name, image) in zip(axes, images, strict=False):
         limit = float(np.abs(image.truth).max())
         ax.imshow(image.reconstruction, cmap="magma", vmin=-limit, vmax=limit)
         ax.set_title(f"{name}\nNRMSE {image.nrmse:.3f}", fontsize="small")
@@ -316,13 +379,24 @@ def plot_sweep(result: ArmResult, rows: pd.DataFrame, path: Path) -> Path:
     curves_ax, final_ax = fig.subplots(1, 2)
     trials = sorted((t for t in result.trials if param in t.params), key=lambda t: t.params[param])
     colours = [f"C{i}" for i in range(len(trials))]
-    for colour, t in zip(colours, trials):
+    for colour, t in zip(colours, trials, strict=True):
         c = curve(t)
         if not c.empty:
-            curves_ax.plot(c["iteration"], c["nrmse"], color=colour, label=f"{_short(t.params[param])}" + ("" if t.state == TrialState.COMPLETE else f" ({t.state.name.lower()})"))
+            curves_ax.plot(
+                c["iteration"],
+                c["nrmse"],
+                color=colour,
+                label=f"{_short(t.params[param])}"
+                + ("" if t.state == TrialState.COMPLETE else f" ({t.state.name.lower()})"),
+            )
     threshold = rows["threshold"].iloc[0]
     curves_ax.axhline(threshold, color="0.5", ls=":", lw=1, label=f"threshold {threshold:.3f}")
-    curves_ax.set(xlabel="iteration", ylabel="NRMSE vs ground truth", yscale="log", title=f"{result.arm.name}: {rows['parameter'].iloc[0]}")
+    curves_ax.set(
+        xlabel="iteration",
+        ylabel="NRMSE vs ground truth",
+        yscale="log",
+        title=f"{result.arm.name}: {rows['parameter'].iloc[0]}",
+    )
     curves_ax.legend(fontsize="x-small")
     final_ax.plot(rows["value"], rows["final_nrmse"], "o-", label="final")
     final_ax.plot(rows["value"], rows["min_nrmse"], "s--", ms=4, label="minimum along the curve")
@@ -342,7 +416,10 @@ def plot_grid(table: pd.DataFrame, path: Path) -> Path:
     ax.plot(j, i, "s", mfc="none", mec="r", ms=22, mew=2)
     ax.set_xticks(range(table.shape[1]), [_short(v) for v in table.columns])
     ax.set_yticks(range(table.shape[0]), [_short(v) for v in table.index])
-    ax.set(xlabel=table.columns.name.removeprefix("plan.engines.0."), ylabel=table.index.name.removeprefix("plan.engines.0."))
+    ax.set(
+        xlabel=table.columns.name.removeprefix("plan.engines.0."),
+        ylabel=table.index.name.removeprefix("plan.engines.0."),
+    )
     fig.colorbar(shown, ax=ax, label="final NRMSE")
     return save_figure(fig, path)
 
@@ -350,7 +427,9 @@ def plot_grid(table: pd.DataFrame, path: Path) -> Path:
 # --- the report ------------------------------------------------------------------------
 
 
-def write_comparison_report(name: str, results: Sequence[ArmResult], out_dir: Path, command: str) -> list[Path]:
+def write_comparison_report(
+    name: str, results: Sequence[ArmResult], out_dir: Path, command: str
+) -> list[Path]:
     """Write the comparison report of study ``name`` into ``out_dir``; returns the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -363,15 +442,37 @@ def write_comparison_report(name: str, results: Sequence[ArmResult], out_dir: Pa
         f"# Comparison `{name}`",
         "",
         *environment_lines(),
-        f"- regenerate: `{command}` (from the arms' study storage; `{command.replace(' report', '', 1)}` runs or resumes the study itself)",
+        (
+            f"- regenerate: `{command}` (from the arms' study storage; "
+            f"`{command.replace(' report', '', 1)}` runs or resumes the study itself)"
+        ),
         f"- arms: {len(results)}; members and overrides:",
         "",
-        *(f"  - `{r.arm.name}`: `{' '.join(r.arm.overrides)}`" + ("" if r.study else " (not run yet)") for r in results),
+        *(
+            f"  - `{r.arm.name}`: `{' '.join(r.arm.overrides)}`"
+            + ("" if r.study else " (not run yet)")
+            for r in results
+        ),
         "",
-        *(["Discussion, written by hand from these numbers: [discussion.md](discussion.md) (not regenerated).", ""] if (out_dir / "discussion.md").exists() else []),
+        *(
+            [
+                (
+                    "Discussion, written by hand from these numbers: "
+                    "[discussion.md](discussion.md) (not regenerated)."
+                ),
+                "",
+            ]
+            if (out_dir / "discussion.md").exists()
+            else []
+        ),
         "## Arms",
         "",
-        f"Best trial of each arm (all metrics from its final state); `iterations_to_best` / `seconds_to_best`: when its curve first came within {REACHED - 1:.0%} of its final NRMSE (reconstruction seconds, scoring excluded). Full table: [arms.csv](arms.csv).",
+        (
+            "Best trial of each arm (all metrics from its final state); "
+            "`iterations_to_best` / `seconds_to_best`: when its curve first came within "
+            f"{REACHED - 1:.0%} of its final NRMSE (reconstruction seconds, scoring excluded). "
+            "Full table: [arms.csv](arms.csv)."
+        ),
         "",
         markdown_table(table),
         "",
@@ -384,9 +485,16 @@ def write_comparison_report(name: str, results: Sequence[ArmResult], out_dir: Pa
     if (figure := plot_convergence(results, out_dir / "convergence.png")) is not None:
         written.append(figure)
         lines += ["## Convergence of the best trials", "", "![convergence](convergence.png)", ""]
-    if (figure := plot_best_reconstructions(results, out_dir / "best_reconstructions.png")) is not None:
+    if (
+        figure := plot_best_reconstructions(results, out_dir / "best_reconstructions.png")
+    ) is not None:
         written.append(figure)
-        lines += ["## Best reconstructions", "", "![best reconstructions](best_reconstructions.png)", ""]
+        lines += [
+            "## Best reconstructions",
+            "",
+            "![best reconstructions](best_reconstructions.png)",
+            "",
+        ]
     sweeps = [r for r in results if r.study is not None and len(_grid_params(r)) == 1]
     if sweeps:
         rows = pd.concat([sweep_rows(r) for r in sweeps], ignore_index=True)
@@ -395,11 +503,22 @@ def write_comparison_report(name: str, results: Sequence[ArmResult], out_dir: Pa
         lines += [
             "## One-parameter sweeps",
             "",
-            f"Threshold of a sweep: {SWEEP_THRESHOLD}× the median over its values of each curve's lowest NRMSE, an error a typical value reaches; `iterations_to_threshold` is blank where a value never reached it.",
+            (
+                f"Threshold of a sweep: {SWEEP_THRESHOLD}× the median over its values of each "
+                "curve's lowest NRMSE, an error a typical value reaches; "
+                "`iterations_to_threshold` is blank where a value never reached it."
+            ),
             "",
             "### Findings of the phaser paper (§IV.2) on these data",
             "",
-            "A rate finding holds when the fastest value to the threshold is interior, the largest value never reaches it, and the spread in iterations (max/min − 1, over the values that reach it) exceeds the relative spread of their final NRMSE; a quality finding when the values that reach the threshold take within 1.5× the same iterations and the lowest final NRMSE is at an interior value, with the worst at least 5% above it.",
+            (
+                "A rate finding holds when the fastest value to the threshold is interior, "
+                "the largest value never reaches it, and the spread in iterations "
+                "(max/min − 1, over the values that reach it) exceeds the relative spread of "
+                "their final NRMSE; a quality finding when the values that reach the threshold "
+                "take within 1.5× the same iterations and the lowest final NRMSE is at an "
+                "interior value, with the worst at least 5% above it."
+            ),
             "",
             markdown_table(findings),
             "",
@@ -408,12 +527,30 @@ def write_comparison_report(name: str, results: Sequence[ArmResult], out_dir: Pa
             arm_rows = rows[rows["arm"] == result.arm.name]
             figure = plot_sweep(result, arm_rows, out_dir / f"sweep_{result.arm.name}.png")
             written.append(figure)
-            lines += [f"### `{result.arm.name}`", "", markdown_table(arm_rows.drop(columns=["arm", "threshold"])), "", f"![{result.arm.name}]({figure.name})", ""]
-    for result in (r for r in results if r.study is not None and len(_grid_params(r)) == 2 and r.complete):
+            lines += [
+                f"### `{result.arm.name}`",
+                "",
+                markdown_table(arm_rows.drop(columns=["arm", "threshold"])),
+                "",
+                f"![{result.arm.name}]({figure.name})",
+                "",
+            ]
+    for result in (
+        r for r in results if r.study is not None and len(_grid_params(r)) == 2 and r.complete
+    ):
         grid = grid_table(result)
         figure = plot_grid(grid, out_dir / f"grid_{result.arm.name}.png")
         written.append(figure)
         shown = grid.rename(index=_short, columns=_short).reset_index()
-        lines += [f"## Two-parameter grid `{result.arm.name}` (final NRMSE)", "", *coupling_lines(grid), "", markdown_table(shown), "", f"![{result.arm.name}]({figure.name})", ""]
+        lines += [
+            f"## Two-parameter grid `{result.arm.name}` (final NRMSE)",
+            "",
+            *coupling_lines(grid),
+            "",
+            markdown_table(shown),
+            "",
+            f"![{result.arm.name}]({figure.name})",
+            "",
+        ]
     (out_dir / "summary.md").write_text("\n".join(lines))
     return [*written, out_dir / "summary.md"]

@@ -28,9 +28,21 @@ def suggest(trial: optuna.trial.BaseTrial, search_space: dict[str, dict]) -> dic
         if spec["type"] == "categorical":
             params[path] = trial.suggest_categorical(path, list(spec["choices"]))
         elif spec["type"] == "int":
-            params[path] = trial.suggest_int(path, int(spec["low"]), int(spec["high"]), step=int(spec.get("step") or 1), log=bool(spec.get("log")))
+            params[path] = trial.suggest_int(
+                path,
+                int(spec["low"]),
+                int(spec["high"]),
+                step=int(spec.get("step") or 1),
+                log=bool(spec.get("log")),
+            )
         else:
-            params[path] = trial.suggest_float(path, float(spec["low"]), float(spec["high"]), step=spec.get("step"), log=bool(spec.get("log")))
+            params[path] = trial.suggest_float(
+                path,
+                float(spec["low"]),
+                float(spec["high"]),
+                step=spec.get("step"),
+                log=bool(spec.get("log")),
+            )
     return params
 
 
@@ -42,9 +54,14 @@ def _grid(search_space: dict[str, dict]) -> dict[str, list]:
         elif spec.get("step") is not None or spec["type"] == "int":
             step = spec.get("step") or 1
             values = np.arange(spec["low"], spec["high"] + step / 2, step)
-            grid[path] = [int(v) for v in values] if spec["type"] == "int" else [float(v) for v in values]
+            grid[path] = (
+                [int(v) for v in values] if spec["type"] == "int" else [float(v) for v in values]
+            )
         else:
-            raise ConfigError(f"sampler.name: the grid sampler needs a step or choices for every parameter; study.search_space.{path} has neither")
+            raise ConfigError(
+                "sampler.name: the grid sampler needs a step or choices for every parameter; "
+                f"study.search_space.{path} has neither"
+            )
     return grid
 
 
@@ -53,17 +70,27 @@ class BudgetedGridSampler(optuna.samplers.GridSampler):
     that call raises outside ``study.optimize``, and ptyopt's trial budget ends the
     study instead."""
 
-    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: optuna.trial.TrialState, values: Any) -> None:
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Any,
+    ) -> None:
         return None
 
 
-def make_sampler(settings: SamplerSettings, search_space: dict[str, dict], seed: int, study_seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    settings: SamplerSettings, search_space: dict[str, dict], seed: int, study_seed: int
+) -> optuna.samplers.BaseSampler:
     """The sampler called ``settings.name``, seeded with ``seed`` (the runner draws one
     per ask); the grid sampler takes ``study_seed``, since its seed fixes the order of
     the grid points, which every ask of a study must share."""
     name = settings.name
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=settings.n_startup_trials, multivariate=True)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=settings.n_startup_trials, multivariate=True
+        )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
@@ -72,21 +99,36 @@ def make_sampler(settings: SamplerSettings, search_space: dict[str, dict], seed:
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "cmaes":
         if importlib.util.find_spec("cmaes") is None:
-            raise ConfigError("sampler.name: the cmaes sampler needs the 'cmaes' package (pip install cmaes)")
+            raise ConfigError(
+                "sampler.name: the cmaes sampler needs the 'cmaes' package (pip install cmaes)"
+            )
         return optuna.samplers.CmaEsSampler(seed=seed)
     if importlib.util.find_spec("torch") is None:
-        raise ConfigError("sampler.name: the gp sampler needs PyTorch, which is not installed (pip install torch), or choose tpe")
+        raise ConfigError(
+            "sampler.name: the gp sampler needs PyTorch, which is not installed "
+            "(pip install torch), or choose tpe"
+        )
     return optuna.samplers.GPSampler(seed=seed, n_startup_trials=settings.n_startup_trials)
 
 
 def make_pruner(settings: PrunerSettings, max_iterations: int) -> optuna.pruners.BasePruner:
     """The pruner called ``settings.name``; steps are reconstruction iterations."""
     if settings.name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=settings.n_startup_trials, n_warmup_steps=settings.n_warmup_steps)
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=settings.n_startup_trials, n_warmup_steps=settings.n_warmup_steps
+        )
     if settings.name == "percentile":
-        return optuna.pruners.PercentilePruner(settings.percentile, n_startup_trials=settings.n_startup_trials, n_warmup_steps=settings.n_warmup_steps)
+        return optuna.pruners.PercentilePruner(
+            settings.percentile,
+            n_startup_trials=settings.n_startup_trials,
+            n_warmup_steps=settings.n_warmup_steps,
+        )
     if settings.name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=settings.min_resource, max_resource=max_iterations, reduction_factor=settings.reduction_factor)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=settings.min_resource,
+            max_resource=max_iterations,
+            reduction_factor=settings.reduction_factor,
+        )
     return optuna.pruners.NopPruner()
 
 
@@ -117,10 +159,15 @@ def make_storage(settings: StorageSettings, study_dir: Path) -> optuna.storages.
                 url,
                 heartbeat_interval=settings.heartbeat_interval_s,
                 grace_period=settings.grace_period_s,
-                heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=settings.max_retry),
+                heartbeat_stale_trial_callback=RetryFailedTrialCallback(
+                    max_retry=settings.max_retry
+                ),
             )
         except ImportError:
-            raise ConfigError(f"storage.kind: {settings.kind} storage needs its database driver; install it with pip install 'ptyopt[postgres]'") from None
+            raise ConfigError(
+                f"storage.kind: {settings.kind} storage needs its database driver; "
+                "install it with pip install 'ptyopt[postgres]'"
+            ) from None
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as err:
             # Workers opening a fresh database together race to create Optuna's tables
             # (optuna/optuna#1092): the losers retry once the winner has made them.
@@ -140,5 +187,9 @@ def _storage_error(url: str, err: Exception, settings: StorageSettings) -> Confi
     password comes from; the password itself is not shown."""
     reason = str(getattr(err, "orig", err)).strip().splitlines()[0]
     shown = urlsplit(url)._replace(netloc=urlsplit(url).netloc.split("@")[-1]).geturl()
-    hint = f"; the password comes from ${settings.password_env}" if "password" in reason or "authentication" in reason else ""
+    hint = (
+        f"; the password comes from ${settings.password_env}"
+        if "password" in reason or "authentication" in reason
+        else ""
+    )
     return ConfigError(f"storage.url: cannot open the study storage at {shown} ({reason}){hint}")

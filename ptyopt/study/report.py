@@ -36,7 +36,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ptyopt.benchmarks.report import environment_lines
 from ptyopt.data.file import DatasetFileError, read_dataset
-from ptyopt.metrics import object_potential_V_A, remove_gauge, score_projected_potential, truth_on_fov
+from ptyopt.metrics import (
+    object_potential_V_A,
+    remove_gauge,
+    score_projected_potential,
+    truth_on_fov,
+)
 from ptyopt.study.artifacts import read_trial
 
 #: Trial states that count as finished for the throughput.
@@ -62,11 +67,17 @@ def short_names(names: Iterable[str], min_parts: int = 2) -> dict[str, str]:
     parts = {name: name.split(".") for name in dict.fromkeys(names)}
     length = {name: min(min_parts, len(p)) for name, p in parts.items()}
     while True:
-        suffix = {name: ".".join(parts[name][-length[name]:]) for name in parts}
+        suffix = {name: ".".join(parts[name][-length[name] :]) for name in parts}
         seen: dict[str, list[str]] = {}
         for name, short in suffix.items():
             seen.setdefault(short, []).append(name)
-        growable = [n for group in seen.values() if len(group) > 1 for n in group if length[n] < len(parts[n])]
+        growable = [
+            n
+            for group in seen.values()
+            if len(group) > 1
+            for n in group
+            if length[n] < len(parts[n])
+        ]
         if not growable:
             return suffix
         for name in growable:
@@ -88,7 +99,14 @@ class Columns:
 
     @property
     def all(self) -> list[str]:
-        return ["number", "state", *self.objectives, *self.params.values(), *self.metrics.values(), *ATTR_COLUMNS]
+        return [
+            "number",
+            "state",
+            *self.objectives,
+            *self.params.values(),
+            *self.metrics.values(),
+            *ATTR_COLUMNS,
+        ]
 
 
 def objective_names(study: optuna.Study) -> list[str]:
@@ -106,7 +124,8 @@ def _metrics(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def study_columns(study: optuna.Study, trials: Sequence[FrozenTrial]) -> Columns:
-    """Column names for ``trials`` of ``study`` (parameters and metrics in order of first appearance)."""
+    """Column names for ``trials`` of ``study`` (parameters and metrics in order of first
+    appearance)."""
     objectives = objective_names(study)
     params = short_names(name for trial in trials for name in trial.params)
     taken = {"number", "state", *objectives, *params.values(), *ATTR_COLUMNS}
@@ -123,7 +142,7 @@ def _row(trial: FrozenTrial, columns: Columns) -> dict[str, Any]:
     values = trial.values or [None] * len(columns.objectives)
     metrics = _metrics(trial)
     row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
-    row.update(zip(columns.objectives, values))
+    row.update(zip(columns.objectives, values, strict=True))
     row.update({short: trial.params.get(name) for name, short in columns.params.items()})
     row.update({column: metrics.get(key) for key, column in columns.metrics.items()})
     row.update({attr: trial.user_attrs.get(attr) for attr in ATTR_COLUMNS})
@@ -190,7 +209,9 @@ def save_figure(fig: Figure, path: Path) -> Path:
 
 def _running_best(values: np.ndarray, direction: StudyDirection) -> np.ndarray:
     """Best value so far along ``values`` for ``direction``."""
-    accumulate = np.minimum.accumulate if direction == StudyDirection.MINIMIZE else np.maximum.accumulate
+    accumulate = (
+        np.minimum.accumulate if direction == StudyDirection.MINIMIZE else np.maximum.accumulate
+    )
     return accumulate(values)
 
 
@@ -204,12 +225,26 @@ def plot_history(study: optuna.Study, columns: Columns, path: Path) -> Path:
     fig = Figure(figsize=(6.4, 2.8 * len(columns.objectives)), layout="constrained")
     axes = fig.subplots(len(columns.objectives), 1, squeeze=False, sharex=True)[:, 0]
     numbers = np.array([t.number for t in done])
-    for i, (ax, name, direction) in enumerate(zip(axes, columns.objectives, study.directions)):
+    for i, (ax, name, direction) in enumerate(
+        zip(axes, columns.objectives, study.directions, strict=True)
+    ):
         values = np.array([t.values[i] for t in done])
         if pruned:
-            ax.plot([t.number for t in pruned], [t.values[i] for t in pruned], "x", color="0.6", label="pruned (last value)")
+            ax.plot(
+                [t.number for t in pruned],
+                [t.values[i] for t in pruned],
+                "x",
+                color="0.6",
+                label="pruned (last value)",
+            )
         ax.plot(numbers, values, "o", ms=4, label="completed")
-        ax.step(numbers, _running_best(values, direction), where="post", color="C3", label=f"running best ({direction.name.lower()})")
+        ax.step(
+            numbers,
+            _running_best(values, direction),
+            where="post",
+            color="C3",
+            label=f"running best ({direction.name.lower()})",
+        )
         ax.set_ylabel(name)
         ax.legend(fontsize="small")
     axes[-1].set_xlabel("trial number")
@@ -239,9 +274,13 @@ def param_importances(study: optuna.Study) -> list[dict[str, float]]:
     signs = [1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions]
     try:
         with warnings.catch_warnings():  # the targets are already "lower is better"
-            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes", category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message="PedAnovaImportanceEvaluator computes", category=UserWarning
+            )
             return [
-                optuna.importance.get_param_importances(study, params=params, target=lambda t, i=i, s=s: s * t.values[i])
+                optuna.importance.get_param_importances(
+                    study, params=params, target=lambda t, i=i, s=s: s * t.values[i]
+                )
                 for i, s in enumerate(signs)
             ]
     except (ValueError, RuntimeError, ImportError) as err:
@@ -254,7 +293,7 @@ def plot_importances(study: optuna.Study, columns: Columns, path: Path) -> Path:
     n_params = len(importances[0])
     fig = Figure(figsize=(6.4 * len(importances), 0.45 * n_params + 1.2), layout="constrained")
     axes = fig.subplots(1, len(importances), squeeze=False)[0]
-    for ax, name, values in zip(axes, columns.objectives, importances):
+    for ax, name, values in zip(axes, columns.objectives, importances, strict=True):
         ordered = sorted(values.items(), key=lambda item: item[1])
         ax.barh([columns.params[p] for p, _ in ordered], [v for _, v in ordered])
         ax.set_xlabel(f"importance for {name}")
@@ -270,11 +309,26 @@ def plot_pareto(study: optuna.Study, columns: Columns, path: Path) -> Path:
         raise FigureSkipped("no completed trial")
     fig = Figure(figsize=(5.6, 4.4), layout="constrained")
     ax = fig.subplots()
-    ax.plot([t.values[0] for t in done], [t.values[1] for t in done], "o", color="0.7", ms=4, label="completed")
+    ax.plot(
+        [t.values[0] for t in done],
+        [t.values[1] for t in done],
+        "o",
+        color="0.7",
+        ms=4,
+        label="completed",
+    )
     front_xy = sorted((t.values[0], t.values[1], t.number) for t in front)
-    ax.plot([x for x, _, _ in front_xy], [y for _, y, _ in front_xy], "o-", color="C3", label="Pareto front")
+    ax.plot(
+        [x for x, _, _ in front_xy],
+        [y for _, y, _ in front_xy],
+        "o-",
+        color="C3",
+        label="Pareto front",
+    )
     for x, y, number in front_xy:
-        ax.annotate(str(number), (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
+        ax.annotate(
+            str(number), (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small"
+        )
     ax.set_xlabel(f"{columns.objectives[0]} ({study.directions[0].name.lower()})")
     ax.set_ylabel(f"{columns.objectives[1]} ({study.directions[1].name.lower()})")
     ax.legend(fontsize="small")
@@ -314,9 +368,22 @@ def best_images(trial: FrozenTrial) -> BestImages:
     if truth is None:
         raise FigureSkipped(f"dataset {recon.dataset_path} has no ground truth")
     potential = object_potential_V_A(recon.object, truth.sigma_per_V_A).sum(axis=0)
-    score = score_projected_potential(potential, truth.projected_V_A, recon.origin_px, recon.field_of_view)
-    target = truth_on_fov(truth.projected_V_A, potential.shape, np.add(recon.origin_px, score.shift_px), recon.field_of_view)
-    return BestImages(trial.number, remove_gauge(potential[recon.field_of_view]), target, recon.pixel_size_A, score.nrmse)
+    score = score_projected_potential(
+        potential, truth.projected_V_A, recon.origin_px, recon.field_of_view
+    )
+    target = truth_on_fov(
+        truth.projected_V_A,
+        potential.shape,
+        np.add(recon.origin_px, score.shift_px),
+        recon.field_of_view,
+    )
+    return BestImages(
+        trial.number,
+        remove_gauge(potential[recon.field_of_view]),
+        target,
+        recon.pixel_size_A,
+        score.nrmse,
+    )
 
 
 def plot_best_reconstruction(study: optuna.Study, columns: Columns, path: Path) -> Path:
@@ -336,13 +403,15 @@ def plot_best_reconstruction(study: optuna.Study, columns: Columns, path: Path) 
         ("difference", images.difference, "RdBu_r", -diff_limit, diff_limit),
     ]
     fig = Figure(figsize=(13, 4.2), layout="constrained")
-    for ax, (title, image, cmap, vmin, vmax) in zip(fig.subplots(1, 3), panels):
+    for ax, (title, image, cmap, vmin, vmax) in zip(fig.subplots(1, 3), panels, strict=True):
         shown = ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, extent=extent)
         fig.colorbar(shown, ax=ax, label="projected potential [V·Å]", shrink=0.85)
         ax.set_title(title)
         ax.set_xlabel("x [Å]")
         ax.set_ylabel("y [Å]")
-    fig.suptitle(f"trial {images.number}: field of view, offset and ramp removed, NRMSE {images.nrmse:.4g}")
+    fig.suptitle(
+        f"trial {images.number}: field of view, offset and ramp removed, NRMSE {images.nrmse:.4g}"
+    )
     return save_figure(fig, path)
 
 
@@ -380,16 +449,24 @@ def _number(value: Any) -> str:
 def state_counts(study: optuna.Study) -> pd.DataFrame:
     """Number of trials in each Optuna state (all states, zeros included)."""
     trials = study.get_trials(deepcopy=False)
-    return pd.DataFrame([{"state": s.name, "trials": sum(t.state == s for t in trials)} for s in TrialState])
+    return pd.DataFrame(
+        [{"state": s.name, "trials": sum(t.state == s for t in trials)} for s in TrialState]
+    )
 
 
 def finished_span(study: optuna.Study) -> tuple[int, float]:
     """Finished (completed, pruned, failed) trials and the hours from the first one's
     start to the last one's completion (0 when none)."""
-    finished = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.datetime_start and t.datetime_complete]
+    finished = [
+        t
+        for t in study.get_trials(deepcopy=False, states=FINISHED)
+        if t.datetime_start and t.datetime_complete
+    ]
     if not finished:
         return 0, 0.0
-    return len(finished), (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds() / 3600
+    return len(finished), (
+        max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)
+    ).total_seconds() / 3600
 
 
 def throughput_line(study: optuna.Study) -> str:
@@ -399,7 +476,10 @@ def throughput_line(study: optuna.Study) -> str:
         return "- throughput: n/a (no finished trial)"
     if span_h <= 0:
         return f"- throughput: n/a ({finished} finished trials, zero time span)"
-    return f"- throughput: {finished / span_h:.3g} trials/h ({finished} finished trials in {span_h:.3g} h)"
+    return (
+        f"- throughput: {finished / span_h:.3g} trials/h "
+        f"({finished} finished trials in {span_h:.3g} h)"
+    )
 
 
 def overhead_lines(table: pd.DataFrame, columns: Columns) -> list[str]:
@@ -408,11 +488,16 @@ def overhead_lines(table: pd.DataFrame, columns: Columns) -> list[str]:
     wall = pd.to_numeric(table["wall_time_s"], errors="coerce")
     seconds_column = columns.metrics.get(RECONSTRUCTION_SECONDS)
     if seconds_column is None or not (wall > 0).any():
-        return ["- time outside the reconstruction: n/a (needs `wall_time_s` and `metrics.seconds`)"]
+        return [
+            "- time outside the reconstruction: n/a (needs `wall_time_s` and `metrics.seconds`)"
+        ]
     seconds = pd.to_numeric(table[seconds_column], errors="coerce")
     both = wall.notna() & seconds.notna()
     if not both.any() or wall[both].sum() <= 0:
-        return ["- time outside the reconstruction: n/a (no trial has both `wall_time_s` and `metrics.seconds`)"]
+        return [
+            "- time outside the reconstruction: n/a "
+            "(no trial has both `wall_time_s` and `metrics.seconds`)"
+        ]
     lines = [
         f"- time outside the reconstruction: {1 - seconds[both].sum() / wall[both].sum():.1%} of "
         f"{wall[both].sum():.4g} s wall time ({int(both.sum())} trials)"
@@ -420,13 +505,18 @@ def overhead_lines(table: pd.DataFrame, columns: Columns) -> list[str]:
     compile_s = pd.to_numeric(table["compile_time_s"], errors="coerce")
     timed = wall.notna() & compile_s.notna()
     if timed.any() and wall[timed].sum() > 0:
-        lines.append(f"- compilation: {compile_s[timed].sum() / wall[timed].sum():.1%} of wall time ({int(timed.sum())} trials)")
+        lines.append(
+            f"- compilation: {compile_s[timed].sum() / wall[timed].sum():.1%} of wall time "
+            f"({int(timed.sum())} trials)"
+        )
     return lines
 
 
 def objectives_text(study: optuna.Study, columns: Columns) -> str:
     """The objectives with their directions, e.g. ``nrmse (minimize), seconds (minimize)``."""
-    return ", ".join(f"{n} ({d.name.lower()})" for n, d in zip(columns.objectives, study.directions))
+    return ", ".join(
+        f"{n} ({d.name.lower()})" for n, d in zip(columns.objectives, study.directions, strict=True)
+    )
 
 
 def _trial_fields(columns: Columns) -> list[str]:
@@ -472,12 +562,22 @@ def figures_section(figures: dict[str, Path | str]) -> list[str]:
     lines = ["## Figures", ""]
     for name, heading, _ in FIGURES:
         outcome = figures[name]
-        body = f"[{name}]({name})\n\n![{heading}]({name})" if isinstance(outcome, Path) else f"Skipped: {outcome}."
+        body = (
+            f"[{name}]({name})\n\n![{heading}]({name})"
+            if isinstance(outcome, Path)
+            else f"Skipped: {outcome}."
+        )
         lines += [f"### {heading}", "", body, ""]
     return lines
 
 
-def summary_markdown(study: optuna.Study, table: pd.DataFrame, columns: Columns, command: str, figures: dict[str, Path | str]) -> str:
+def summary_markdown(
+    study: optuna.Study,
+    table: pd.DataFrame,
+    columns: Columns,
+    command: str,
+    figures: dict[str, Path | str],
+) -> str:
     """The whole ``summary.md``."""
     directions = objectives_text(study, columns)
     lines = [

@@ -6,9 +6,9 @@ the result against the ground truth and writes its artifacts. A diverged or fail
 trial is told FAIL with the reason in its user attributes and the study goes on. The
 budget ``study.n_trials`` counts the trials in the storage (a failed trial that was
 retried gives its place to the retry), so workers sharing one storage share it;
-rerunning the same command resumes, and trials of dead workers are retried. Trials of one process share
-the compiled engine steps (hyperparameters are array arguments), and the persistent
-compilation cache serves other processes.
+rerunning the same command resumes, and trials of dead workers are retried. Trials of
+one process share the compiled engine steps (hyperparameters are array arguments), and
+the persistent compilation cache serves other processes.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from ptyopt import metrics
 from ptyopt.data.dataset import PtychoDataset
 from ptyopt.data.file import DatasetFileError, read_dataset
 from ptyopt.engines.common import DivergenceError, IterationReport, run_plan
+from ptyopt.errors import ConfigError
 from ptyopt.initial import Measurements, measurements_from
 from ptyopt.paths import compilation_cache, project_root
-from ptyopt.errors import ConfigError
 from ptyopt.plan import parse_plan
 from ptyopt.study.artifacts import trial_dir, write_trial
 from ptyopt.study.components import make_pruner, make_sampler, make_storage, suggest
@@ -59,9 +59,13 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def score_metrics(state_object: np.ndarray, dataset: PtychoDataset, measurements: Measurements) -> dict[str, float]:
+def score_metrics(
+    state_object: np.ndarray, dataset: PtychoDataset, measurements: Measurements
+) -> dict[str, float]:
     """Every scalar score of :func:`metrics.score_object` by name."""
-    return metrics.score_object(np.asarray(state_object), dataset.ground_truth, measurements.geometry).scalars()
+    return metrics.score_object(
+        np.asarray(state_object), dataset.ground_truth, measurements.geometry
+    ).scalars()
 
 
 #: Scores kept in a trial's convergence curve (user attribute ``curve``).
@@ -74,13 +78,26 @@ class ConvergenceReporter:
     so far, and :data:`CURVE_METRICS`); in single-objective studies (``metric`` set)
     it also reports that metric as the trial's intermediate value and prunes if told to."""
 
-    def __init__(self, trial: optuna.Trial, metric: str | None, every: int, dataset: PtychoDataset, measurements: Measurements):
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        metric: str | None,
+        every: int,
+        dataset: PtychoDataset,
+        measurements: Measurements,
+    ):
         self.trial, self.metric, self.every = trial, metric, every
         self.dataset, self.measurements = dataset, measurements
         self.seconds = 0.0  # spent scoring, not reconstructing
         self.started = time.perf_counter()
-        self.curve: dict[str, list[float]] = {"iteration": [], "seconds": [], **{name: [] for name in CURVE_METRICS}}
-        self.last: tuple[int, dict[str, float]] | None = None  # (iteration, all scores) of the latest scoring
+        self.curve: dict[str, list[float]] = {
+            "iteration": [],
+            "seconds": [],
+            **{name: [] for name in CURVE_METRICS},
+        }
+        self.last: tuple[int, dict[str, float]] | None = (
+            None  # (iteration, all scores) of the latest scoring
+        )
 
     def __call__(self, report: IterationReport) -> None:
         step = report.state.iterations_done
@@ -126,7 +143,13 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
         (first_iterations if report.iteration == 0 else other_iterations).append(report.seconds)
 
     objective = work.config.objective.metrics
-    reporter = ConvergenceReporter(trial, objective[0] if len(objective) == 1 else None, work.config.study.score_every, work.dataset, work.measurements)
+    reporter = ConvergenceReporter(
+        trial,
+        objective[0] if len(objective) == 1 else None,
+        work.config.study.score_every,
+        work.dataset,
+        work.measurements,
+    )
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
     trial.set_user_attr("trial_dir", str(trial_dir(work.folder, trial.number)))
@@ -137,12 +160,27 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
         trial.set_user_attr("curve", reporter.curve)
     reconstruction_s = time.perf_counter() - reconstruction_started - reporter.seconds
     last_scored = reporter.last is not None and reporter.last[0] == state.iterations_done
-    scores = dict(reporter.last[1]) if last_scored else score_metrics(state.object, work.dataset, work.measurements)
+    scores = (
+        dict(reporter.last[1])
+        if last_scored
+        else score_metrics(state.object, work.dataset, work.measurements)
+    )
     scores["seconds"] = reconstruction_s
     typical = statistics.median(other_iterations) if other_iterations else 0.0
     compile_s = sum(max(0.0, first - typical) for first in first_iterations)
-    resolved = {**OmegaConf.to_container(OmegaConf.structured(work.config)), "plan": trial_plan, "params": params}
-    write_trial(trial_dir(work.folder, trial.number), state, work.measurements, work.dataset_path, scores, resolved)
+    resolved = {
+        **OmegaConf.to_container(OmegaConf.structured(work.config)),
+        "plan": trial_plan,
+        "params": params,
+    }
+    write_trial(
+        trial_dir(work.folder, trial.number),
+        state,
+        work.measurements,
+        work.dataset_path,
+        scores,
+        resolved,
+    )
     trial.set_user_attr("metrics", scores)
     trial.set_user_attr("reconstruction_s", reconstruction_s)
     trial.set_user_attr("intermediate_scoring_s", reporter.seconds)
@@ -152,7 +190,12 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     return [scores[name] for name in objective]
 
 
-def open_study(config: StudyConfig, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner, folder: Path) -> optuna.Study:
+def open_study(
+    config: StudyConfig,
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+    folder: Path,
+) -> optuna.Study:
     """Create or load the study in its storage; a new study gets its metric names and
     its baseline trials enqueued."""
     study = optuna.create_study(
@@ -177,7 +220,11 @@ def _counted(study: optuna.Study) -> int:
     were not retried (a retried failure's place goes to its retry)."""
     trials = study.get_trials(deepcopy=False)
     retried = {number for t in trials for number in t.system_attrs.get("retry_history", [])}
-    return sum(t.state in (State.RUNNING, State.COMPLETE, State.PRUNED) or (t.state == State.FAIL and t.number not in retried) for t in trials)
+    return sum(
+        t.state in (State.RUNNING, State.COMPLETE, State.PRUNED)
+        or (t.state == State.FAIL and t.number not in retried)
+        for t in trials
+    )
 
 
 def _process_alive(pid: int) -> bool:
@@ -203,9 +250,13 @@ def recover_dead_workers(study: optuna.Study, max_retry: int) -> list[int]:
         pid = trial.user_attrs.get("pid")
         if trial.user_attrs.get("host") != host or pid is None or _process_alive(pid):
             continue
-        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"worker process {pid} died during the trial")
+        study._storage.set_trial_user_attr(
+            trial._trial_id, "fail_reason", f"worker process {pid} died during the trial"
+        )
         study.tell(trial.number, state=State.FAIL)
-        RetryFailedTrialCallback(max_retry=max_retry)(study, study._storage.get_trial(trial._trial_id))
+        RetryFailedTrialCallback(max_retry=max_retry)(
+            study, study._storage.get_trial(trial._trial_id)
+        )
         recovered.append(trial.number)
     return recovered
 
@@ -215,7 +266,11 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial):
     """Records the trial's heartbeat in a background thread while it runs (RDB
     storages with a heartbeat interval; nothing otherwise)."""
     storage = study._storage
-    interval = storage.get_heartbeat_interval() if isinstance(storage, optuna.storages.RDBStorage) else None
+    interval = (
+        storage.get_heartbeat_interval()
+        if isinstance(storage, optuna.storages.RDBStorage)
+        else None
+    )
     if not interval:
         yield
         return
@@ -248,7 +303,9 @@ def _budget_lock(folder: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _ask_within_budget(study: optuna.Study, config: StudyConfig, folder: Path) -> optuna.Trial | None:
+def _ask_within_budget(
+    study: optuna.Study, config: StudyConfig, folder: Path
+) -> optuna.Trial | None:
     """Recover dead workers' trials, then ask for a trial if the budget allows. The
     sampler is reseeded from (study seed, trials so far): one worker is reproducible,
     and workers sharing a storage draw different points instead of the same ones."""
@@ -256,10 +313,18 @@ def _ask_within_budget(study: optuna.Study, config: StudyConfig, folder: Path) -
         recover_dead_workers(study, config.storage.max_retry)
         if _counted(study) >= config.study.n_trials:
             return None
-        seed = int(np.random.SeedSequence([config.study.seed, len(study.get_trials(deepcopy=False))]).generate_state(1)[0])
-        study.sampler = make_sampler(config.sampler, config.study.search_space, seed, config.study.seed)
+        seed = int(
+            np.random.SeedSequence(
+                [config.study.seed, len(study.get_trials(deepcopy=False))]
+            ).generate_state(1)[0]
+        )
+        study.sampler = make_sampler(
+            config.sampler, config.study.search_space, seed, config.study.seed
+        )
         with warnings.catch_warnings():  # ptyopt records heartbeats itself under ask/tell
-            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+            warnings.filterwarnings(
+                "ignore", message="Heartbeat of storage is supposed to be used with Study.optimize"
+            )
             return study.ask()
 
 
@@ -269,7 +334,9 @@ def dataset_for(config: StudyConfig, progress: bool = True) -> tuple[PtychoDatas
     if config.dataset_file is None:
         from ptyopt.data.cache import cached_dataset_path, load_or_simulate  # imports abTEM
 
-        return load_or_simulate(config.dataset, progress=progress), cached_dataset_path(config.dataset)
+        return load_or_simulate(config.dataset, progress=progress), cached_dataset_path(
+            config.dataset
+        )
     path = Path(config.dataset_file).expanduser().resolve()
     try:
         dataset = read_dataset(path)
@@ -285,7 +352,9 @@ def run_study(config: StudyConfig, plan_values: dict, progress: bool = True) -> 
     folder = study_dir(config.study.name)
     enable_compilation_cache()
     max_iterations = sum(engine.iterations for engine in plan_with(plan_values, {}).engines)
-    sampler = make_sampler(config.sampler, config.study.search_space, config.study.seed, config.study.seed)
+    sampler = make_sampler(
+        config.sampler, config.study.search_space, config.study.seed, config.study.seed
+    )
     pruner = make_pruner(config.pruner, max(max_iterations, config.pruner.min_resource + 1))
     dataset, dataset_path = dataset_for(config, progress)
     folder.mkdir(parents=True, exist_ok=True)
@@ -293,7 +362,13 @@ def run_study(config: StudyConfig, plan_values: dict, progress: bool = True) -> 
         study = open_study(config, sampler, pruner, folder)
     work = Workspace(config, plan_values, dataset, dataset_path, measurements_from(dataset), folder)
     budget = config.study.n_trials
-    bar = tqdm(total=budget, initial=min(_counted(study), budget), unit="trial", desc=config.study.name, disable=not progress)
+    bar = tqdm(
+        total=budget,
+        initial=min(_counted(study), budget),
+        unit="trial",
+        desc=config.study.name,
+        disable=not progress,
+    )
     while (trial := _ask_within_budget(study, config, folder)) is not None:
         try:
             with heartbeat(study, trial):
@@ -313,7 +388,9 @@ def run_study(config: StudyConfig, plan_values: dict, progress: bool = True) -> 
     return study
 
 
-def _fail(study: optuna.Study, trial: optuna.Trial, reason: str, details: str | None = None) -> None:
+def _fail(
+    study: optuna.Study, trial: optuna.Trial, reason: str, details: str | None = None
+) -> None:
     trial.set_user_attr("fail_reason", reason)
     if details:
         trial.set_user_attr("fail_traceback", details[-2000:])

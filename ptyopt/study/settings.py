@@ -2,10 +2,10 @@
 validation, before any compute. Every error is a :class:`ConfigError` naming the key.
 
 Top-level keys: ``dataset`` (a dataset recipe), ``dataset_file`` (``null``, or the path of
-an existing dataset HDF5 file with ground truth to use instead of simulating), ``plan`` (a reconstruction plan, from
-the ``engine`` config group), ``study``, ``objective``, ``sampler``, ``pruner``,
-``storage``. Search-space entries address any plan value by a dotted path, e.g.
-``plan.engines.0.object_solver.learning_rate``.
+an existing dataset HDF5 file with ground truth to use instead of simulating), ``plan``
+(a reconstruction plan, from the ``engine`` config group), ``study``, ``objective``,
+``sampler``, ``pruner``, ``storage``. Search-space entries address any plan value by a
+dotted path, e.g. ``plan.engines.0.object_solver.learning_rate``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ from ptyopt.errors import ConfigError
 from ptyopt.plan import Plan, parse_plan
 from ptyopt.schema import to_dataclass
 
-METRIC_DIRECTIONS = {"nrmse": "minimize", "mse": "minimize", "ssim": "maximize", "frc_resolution_A": "minimize", "seconds": "minimize"}
+METRIC_DIRECTIONS = {
+    "nrmse": "minimize",
+    "mse": "minimize",
+    "ssim": "maximize",
+    "frc_resolution_A": "minimize",
+    "seconds": "minimize",
+}
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2", "gp")
 PRUNERS = ("median", "percentile", "hyperband", "none")
 STORAGES = ("journal", "sqlite", "postgres")
@@ -124,11 +130,22 @@ def set_path(tree: dict, path: str, value: Any) -> None:
     for index, part in enumerate(parts[:-1]):
         key: Any = int(part) if isinstance(node, list) else part
         if isinstance(node, list):
-            _require(0 <= key < len(node), "study.search_space", f"{path}: index {key} is out of range ({len(node)} items at {'.'.join(parts[: index + 1])})")
+            _require(
+                0 <= key < len(node),
+                "study.search_space",
+                (
+                    f"{path}: index {key} is out of range "
+                    f"({len(node)} items at {'.'.join(parts[: index + 1])})"
+                ),
+            )
         elif key not in node or node[key] is None:
             node[key] = {}
         node = node[key]
-        _require(isinstance(node, (dict, list)), "study.search_space", f"{path}: {'.'.join(parts[: index + 1])} is a value, not a section")
+        _require(
+            isinstance(node, (dict, list)),
+            "study.search_space",
+            f"{path}: {'.'.join(parts[: index + 1])} is a value, not a section",
+        )
     last: Any = int(parts[-1]) if isinstance(node, list) else parts[-1]
     node[last] = value
 
@@ -148,41 +165,102 @@ def plan_with(plan_values: dict, params: dict[str, Any]) -> Plan:
 
 def _check_parameter(path: str, spec: Any) -> None:
     key = f"study.search_space.{path}"
-    _require(path.startswith("plan."), key, "search-space paths address plan values and start with 'plan.'")
-    _require(isinstance(spec, dict), key, f"must be a mapping {{type, low, high, log, step, choices}}, got {spec!r}")
+    _require(
+        path.startswith("plan."),
+        key,
+        "search-space paths address plan values and start with 'plan.'",
+    )
+    _require(
+        isinstance(spec, dict),
+        key,
+        f"must be a mapping {{type, low, high, log, step, choices}}, got {spec!r}",
+    )
     kind = spec.get("type")
-    _require(kind in PARAMETER_TYPES, f"{key}.type", f"must be one of {list(PARAMETER_TYPES)}, got {kind!r}")
-    allowed = {"type", "choices"} if kind == "categorical" else {"type", "low", "high", "log", "step"}
+    _require(
+        kind in PARAMETER_TYPES,
+        f"{key}.type",
+        f"must be one of {list(PARAMETER_TYPES)}, got {kind!r}",
+    )
+    allowed = (
+        {"type", "choices"} if kind == "categorical" else {"type", "low", "high", "log", "step"}
+    )
     unknown = set(spec) - allowed
-    _require(not unknown, key, f"unknown key(s) {sorted(unknown)} for a {kind} parameter; allowed: {sorted(allowed)}")
+    _require(
+        not unknown,
+        key,
+        f"unknown key(s) {sorted(unknown)} for a {kind} parameter; allowed: {sorted(allowed)}",
+    )
     if kind == "categorical":
-        _require(isinstance(spec.get("choices"), list) and len(spec["choices"]) >= 1, f"{key}.choices", "must be a non-empty list")
+        _require(
+            isinstance(spec.get("choices"), list) and len(spec["choices"]) >= 1,
+            f"{key}.choices",
+            "must be a non-empty list",
+        )
         return
     for bound in ("low", "high"):
-        _require(isinstance(spec.get(bound), (int, float)) and not isinstance(spec.get(bound), bool) and math.isfinite(spec[bound]), f"{key}.{bound}", f"must be a finite number, got {spec.get(bound)!r}")
-    _require(spec["low"] < spec["high"], key, f"low ({spec['low']}) must be < high ({spec['high']})")
+        _require(
+            isinstance(spec.get(bound), (int, float))
+            and not isinstance(spec.get(bound), bool)
+            and math.isfinite(spec[bound]),
+            f"{key}.{bound}",
+            f"must be a finite number, got {spec.get(bound)!r}",
+        )
+    _require(
+        spec["low"] < spec["high"], key, f"low ({spec['low']}) must be < high ({spec['high']})"
+    )
     if spec.get("log"):
-        _require(spec["low"] > 0, f"{key}.low", f"must be > 0 for a log-uniform parameter, got {spec['low']}")
+        _require(
+            spec["low"] > 0,
+            f"{key}.low",
+            f"must be > 0 for a log-uniform parameter, got {spec['low']}",
+        )
         _require(spec.get("step") is None, key, "log and step cannot be combined")
     if kind == "int":
-        _require(all(float(spec[b]).is_integer() for b in ("low", "high")), key, "low and high of an int parameter must be integers")
+        _require(
+            all(float(spec[b]).is_integer() for b in ("low", "high")),
+            key,
+            "low and high of an int parameter must be integers",
+        )
 
 
 def _check_arms(s: StudySettings) -> None:
     for arm, overrides in s.arms.items():
         key = f"study.arms.{arm}"
         _require(_is_name(arm), key, "arm names use letters, digits, '-' and '_'")
-        _require(isinstance(overrides, list) and overrides and all(isinstance(o, str) and "=" in o for o in overrides), key, f"must be a non-empty list of Hydra overrides such as 'study=tune/gradient', got {overrides!r}")
-        _require(any(o.startswith("study=") for o in overrides), key, "must choose its member study with 'study=<name>'")
-    _require(not (s.arms and (s.search_space or s.baseline_trials)), "study.search_space", "a study with arms has no search space of its own; each arm's member study declares one")
+        _require(
+            isinstance(overrides, list)
+            and overrides
+            and all(isinstance(o, str) and "=" in o for o in overrides),
+            key,
+            (
+                "must be a non-empty list of Hydra overrides such as 'study=tune/gradient', "
+                f"got {overrides!r}"
+            ),
+        )
+        _require(
+            any(o.startswith("study=") for o in overrides),
+            key,
+            "must choose its member study with 'study=<name>'",
+        )
+    _require(
+        not (s.arms and (s.search_space or s.baseline_trials)),
+        "study.search_space",
+        "a study with arms has no search space of its own; each arm's member study declares one",
+    )
 
 
 def validate(values: DictConfig) -> tuple[StudyConfig, dict]:
     """Typed, validated configuration and the plan as a plain dict (base for trials)."""
     config = to_dataclass(StudyConfig, values)
     config.dataset = recipe_from_mapping(OmegaConf.structured(config.dataset))
-    _require(config.plan is not None, "plan", "no reconstruction plan: choose one with engine=<name>")
-    plan_values = OmegaConf.to_container(OmegaConf.create(config.plan)) if not isinstance(config.plan, dict) else dict(config.plan)
+    _require(
+        config.plan is not None, "plan", "no reconstruction plan: choose one with engine=<name>"
+    )
+    plan_values = (
+        OmegaConf.to_container(OmegaConf.create(config.plan))
+        if not isinstance(config.plan, dict)
+        else dict(config.plan)
+    )
     s = config.study
     _require(_is_name(s.name), "study.name", f"use letters, digits, '-' and '_', got {s.name!r}")
     _require(s.n_trials >= 1, "study.n_trials", f"must be >= 1, got {s.n_trials}")
@@ -194,25 +272,66 @@ def validate(values: DictConfig) -> tuple[StudyConfig, dict]:
         try:
             plan_with(plan_values, {path: first})  # the path must name a valid plan value
         except ConfigError as err:
-            raise ConfigError(f"study.search_space.{path} does not fit the plan (engine): {err}") from None
+            raise ConfigError(
+                f"study.search_space.{path} does not fit the plan (engine): {err}"
+            ) from None
     for index, baseline in enumerate(s.baseline_trials):
-        _require(isinstance(baseline, dict) and set(baseline) <= set(s.search_space), f"study.baseline_trials[{index}]", f"must map search-space paths to values; unknown: {sorted(set(baseline or {}) - set(s.search_space))}")
+        _require(
+            isinstance(baseline, dict) and set(baseline) <= set(s.search_space),
+            f"study.baseline_trials[{index}]",
+            (
+                "must map search-space paths to values; unknown: "
+                f"{sorted(set(baseline or {}) - set(s.search_space))}"
+            ),
+        )
         plan_with(plan_values, baseline)
     parse_plan(plan_values)
     o = config.objective
     _require(len(o.metrics) >= 1, "objective.metrics", "must name at least one metric")
     for metric in o.metrics:
-        _require(metric in METRIC_DIRECTIONS, "objective.metrics", f"unknown metric {metric!r}; choose from {sorted(METRIC_DIRECTIONS)}")
+        _require(
+            metric in METRIC_DIRECTIONS,
+            "objective.metrics",
+            f"unknown metric {metric!r}; choose from {sorted(METRIC_DIRECTIONS)}",
+        )
     if o.directions is not None:
-        _require(list(o.directions) and len(o.directions) == len(o.metrics) and set(o.directions) <= {"minimize", "maximize"}, "objective.directions", f"must list minimize/maximize for each of {list(o.metrics)}")
-    _require(config.sampler.name in SAMPLERS, "sampler.name", f"unknown sampler {config.sampler.name!r}; choose one of {list(SAMPLERS)}")
-    _require(config.pruner.name in PRUNERS, "pruner.name", f"unknown pruner {config.pruner.name!r}; choose one of {list(PRUNERS)}")
-    _require(len(o.metrics) == 1 or config.pruner.name == "none", "pruner.name", "Optuna cannot prune multi-objective studies; use pruner=none")
-    _require(config.storage.kind in STORAGES, "storage.kind", f"unknown storage {config.storage.kind!r}; choose one of {list(STORAGES)}")
-    _require(config.storage.kind != "postgres" or bool(config.storage.url), "storage.url", "postgres storage needs a URL such as postgresql://user@host:5432/db")
+        _require(
+            list(o.directions)
+            and len(o.directions) == len(o.metrics)
+            and set(o.directions) <= {"minimize", "maximize"},
+            "objective.directions",
+            f"must list minimize/maximize for each of {list(o.metrics)}",
+        )
+    _require(
+        config.sampler.name in SAMPLERS,
+        "sampler.name",
+        f"unknown sampler {config.sampler.name!r}; choose one of {list(SAMPLERS)}",
+    )
+    _require(
+        config.pruner.name in PRUNERS,
+        "pruner.name",
+        f"unknown pruner {config.pruner.name!r}; choose one of {list(PRUNERS)}",
+    )
+    _require(
+        len(o.metrics) == 1 or config.pruner.name == "none",
+        "pruner.name",
+        "Optuna cannot prune multi-objective studies; use pruner=none",
+    )
+    _require(
+        config.storage.kind in STORAGES,
+        "storage.kind",
+        f"unknown storage {config.storage.kind!r}; choose one of {list(STORAGES)}",
+    )
+    _require(
+        config.storage.kind != "postgres" or bool(config.storage.url),
+        "storage.url",
+        "postgres storage needs a URL such as postgresql://user@host:5432/db",
+    )
     return config, plan_values
 
 
 def directions(config: StudyConfig) -> list[str]:
     """The optimisation direction of each objective."""
-    return list(config.objective.directions or [METRIC_DIRECTIONS[m] for m in config.objective.metrics])
+    return list(
+        config.objective.directions or [METRIC_DIRECTIONS[m] for m in config.objective.metrics]
+    )
