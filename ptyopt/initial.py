@@ -64,6 +64,12 @@ class Measurements:
     thickness_A: float
     default_slices: int
 
+    @property
+    def nyquist_angle_mrad(self) -> float:
+        """Scattering angle [mrad] of the object grid's Nyquist frequency: the
+        detector's half-width."""
+        return physics.nyquist_angle_mrad(self.energy_eV, self.pixel_size_A)
+
     @cached_property
     def mean_pattern_counts(self) -> jnp.ndarray:
         """Mean over positions of the counts in a pattern: the probe power Σ|ψ|² the
@@ -97,12 +103,14 @@ def measurements_from(dataset: PtychoDataset, default_thickness_A: float = 10.0)
 class ReconState:
     """object (S, H, W) complex transmission; probe (M, N, N) complex, Σ|ψ|² in counts;
     positions_px (P, 2) probe centres; slice_thicknesses_A: S thicknesses [Å];
-    iterations_done: iterations run by all engines so far."""
+    bandlimit: the propagators' band limit, a fraction of the Nyquist frequency (``None``:
+    none); iterations_done: iterations run by all engines so far."""
 
     object: jnp.ndarray
     probe: jnp.ndarray
     positions_px: jnp.ndarray
     slice_thicknesses_A: tuple[float, ...]
+    bandlimit: float | None = physics.DEFAULT_BANDLIMIT
     iterations_done: int = 0
 
     def propagators(self, measurements: Measurements) -> jnp.ndarray:
@@ -112,14 +120,21 @@ class ReconState:
             measurements.pixel_size_A,
             measurements.energy_eV,
             self.slice_thicknesses_A,
+            self.bandlimit,
             dtype=self.object.dtype,
         )
 
 
-def initial_state(measurements: Measurements, n_slices: int, n_modes: int, seed: int) -> ReconState:
+def initial_state(
+    measurements: Measurements,
+    n_slices: int,
+    n_modes: int,
+    seed: int,
+    bandlimit: float | None = physics.DEFAULT_BANDLIMIT,
+) -> ReconState:
     """Object of ones in ``n_slices`` equal slices, the probe from the nominal optics
     scaled to the mean pattern intensity, ``n_modes`` modes (see :func:`with_probe_modes`),
-    nominal positions."""
+    nominal positions, propagators band-limited to ``bandlimit`` of Nyquist."""
     window = measurements.geometry.window
     probe = physics.probe_wave(
         window,
@@ -134,6 +149,7 @@ def initial_state(measurements: Measurements, n_slices: int, n_modes: int, seed:
         probe=probe[None],
         positions_px=jnp.asarray(measurements.geometry.positions_px, jnp.float32),
         slice_thicknesses_A=(measurements.thickness_A / n_slices,) * n_slices,
+        bandlimit=bandlimit,
     )
     return with_probe_modes(state, n_modes, seed)
 

@@ -208,7 +208,7 @@ def slice_propagators(
     sampling_A: float,
     energy_eV: float,
     slice_thicknesses_A,
-    bandlimit: float | None = 2 / 3,
+    bandlimit: float | None = physics.DEFAULT_BANDLIMIT,
     dtype=jnp.complex64,
 ) -> jnp.ndarray:
     """Propagators (S − 1, N, N) across the first S − 1 of S slices of the given

@@ -29,6 +29,10 @@ SPEED_OF_LIGHT_M_S = 299792458.0
 
 _POLAR_SYMBOL = re.compile(r"^C(\d)(\d)$")
 
+DEFAULT_BANDLIMIT = 2 / 3
+"""Propagator band limit as a fraction of the object grid's Nyquist frequency (abTEM's
+anti-aliasing aperture): products of up to three band-limited factors stay unaliased."""
+
 
 def wavelength_A(energy_eV: float) -> float:
     """Relativistic electron wavelength λ = h / sqrt(2 m0 e E (1 + eE/(2 m0 c²))) [Å]."""
@@ -148,7 +152,7 @@ def probe_wave(
 def bandlimit_mask(
     shape: tuple[int, int],
     sampling_A: float,
-    fraction: float = 2 / 3,
+    fraction: float | None = DEFAULT_BANDLIMIT,
     taper: float = 0.01,
     dtype=jnp.float32,
 ) -> jnp.ndarray:
@@ -172,7 +176,7 @@ def fresnel_propagator(
     sampling_A: float,
     energy_eV: float,
     thickness_A: float,
-    bandlimit: float | None = 2 / 3,
+    bandlimit: float | None = DEFAULT_BANDLIMIT,
     dtype=jnp.complex64,
 ) -> jnp.ndarray:
     """Fresnel propagator P(k) = exp(−iπλΔz|k|²)·band limit, unshifted (ny, nx)."""
@@ -183,6 +187,12 @@ def fresnel_propagator(
     return (jnp.exp(1j * phase) * bandlimit_mask(shape, sampling_A, bandlimit, dtype=real)).astype(
         dtype
     )
+
+
+def nyquist_angle_mrad(energy_eV: float, sampling_A: float) -> float:
+    """Scattering angle λ/(2·dx) [mrad] of the Nyquist frequency of a grid of pixel
+    ``sampling_A`` [Å]: the half-width of the detector that gives that pixel."""
+    return wavelength_A(energy_eV) / (2 * sampling_A) * 1e3
 
 
 def fourier_shift_ramp(shifts_px: jnp.ndarray, shape: tuple[int, int]) -> jnp.ndarray:

@@ -18,6 +18,7 @@ from ptyopt.constraints import parse_constraints
 from ptyopt.errors import ConfigError
 from ptyopt.grouping import GROUPINGS
 from ptyopt.noise import NOISE_MODELS
+from ptyopt.physics import DEFAULT_BANDLIMIT
 from ptyopt.regularizers import parse_regularizers
 from ptyopt.schedules import make_schedule
 from ptyopt.schema import to_dataclass
@@ -135,12 +136,16 @@ ENGINE_SETTINGS: dict[str, type[EngineSettings]] = {
 class Plan:
     """seed: all random choices (grouping, initial modes). probe_modes, slices: initial
     number of probe modes and object slices (``null`` slices: the dataset's
-    ground-truth slicing). engines: the engines, run in order on one state."""
+    ground-truth slicing). bandlimit: the propagators' band limit as a fraction of the
+    object grid's Nyquist frequency, in (0, 1] (``null``: none, which aliases); it must
+    pass the probe's aperture (:func:`check_bandlimit`). engines: the engines, run in
+    order on one state."""
 
     engines: list[EngineSettings]
     seed: int = 0
     probe_modes: int = 1
     slices: Any = None
+    bandlimit: Any = DEFAULT_BANDLIMIT
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -236,5 +241,36 @@ def parse_plan(values: Mapping) -> Plan:
         "plan.slices",
         f"must be an integer >= 1 or null, got {plan.slices!r}",
     )
+    bandlimit = plan.bandlimit
+    _require(
+        bandlimit is None
+        or (
+            isinstance(bandlimit, (int, float))
+            and not isinstance(bandlimit, bool)
+            and 0 < bandlimit <= 1
+        ),
+        "plan.bandlimit",
+        f"must be a fraction of the Nyquist frequency in (0, 1] or null, got {bandlimit!r}",
+    )
     plan.engines = engines
     return plan
+
+
+def check_bandlimit(
+    bandlimit: float | None, nyquist_angle_mrad: float, semiangle_mrad: float
+) -> None:
+    """Raise :class:`ConfigError` if the propagators' band limit, ``bandlimit`` × the
+    object grid's Nyquist angle [mrad] (the detector's half-width), lies inside the
+    probe's aperture of ``semiangle_mrad``: every propagation would then cut the probe
+    itself, and the model could not reproduce the data."""
+    if bandlimit is None:
+        return
+    limit = bandlimit * nyquist_angle_mrad
+    _require(
+        limit > semiangle_mrad,
+        "plan.bandlimit",
+        f"the propagator band limit ({bandlimit:.3g} of the {nyquist_angle_mrad:.1f} mrad "
+        f"Nyquist angle = {limit:.1f} mrad) lies inside the probe's {semiangle_mrad:g} mrad "
+        "aperture; raise plan.bandlimit (at most 1) or use a detector that reaches further "
+        "(more pixels, or a smaller cell per pixel)",
+    )

@@ -192,6 +192,13 @@ CONFIG_CASES = {
         ["pruner.name", "unknown pruner 'early'", "median"],
         2,
     ),
+    # 48 px at the quickstart cell reach 40.3 mrad: 0.3 of that cuts the 25 mrad probe
+    "band limit inside the aperture": (
+        ["plan.bandlimit=0.3"],
+        ["plan.bandlimit", "= 12.1 mrad", "25 mrad aperture"],
+        2,
+    ),
+    "band limit out of range": (["plan.bandlimit=1.5"], ["plan.bandlimit", "(0, 1]"], 2),
     "unknown sampler option": (
         ["sampler=annealing"],
         ["Could not find 'sampler/annealing'", "tpe"],
@@ -289,6 +296,15 @@ def test_bad_dataset_file(study: Study, tmp_path: Path, make, names: list[str]) 
     before, digest = snapshot(study.home), files_digest(study.home)
     result = cli(study, budget(before), f"dataset_file={path}")
     assert_fatal(study, result, before, digest, str(path), *names)
+
+
+def test_band_limit_inside_the_aperture_of_a_dataset_file(study: Study) -> None:
+    """A dataset read from a file is checked against the plan's band limit before any
+    trial, as a recipe is at validation."""
+    before, digest = snapshot(study.home), files_digest(study.home)
+    overrides = (budget(before), f"dataset_file={study.good_file}", "plan.bandlimit=0.3")
+    result = cli(study, *overrides)
+    assert_fatal(study, result, before, digest, "plan.bandlimit", "12.1 mrad", "25 mrad")
 
 
 def test_missing_dataset_file(study: Study) -> None:

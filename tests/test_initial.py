@@ -14,6 +14,7 @@ from ptyopt.initial import (
     with_probe_modes,
     with_slices,
 )
+from ptyopt.model import slice_propagators
 from ptyopt.plan import parse_plan
 
 
@@ -80,3 +81,33 @@ def test_a_plan_changes_slices_and_modes_between_engines(small_dataset):
     assert [r.engine for r in reports] == ["lsqml"] * 3 + ["gradient"] * 3 + ["epie"] * 2
     assert [r.iteration for r in reports] == [0, 1, 2, 0, 1, 2, 0, 1] and state.iterations_done == 8
     assert all(np.isfinite(r.loss) and r.seconds > 0 for r in reports)
+
+
+@pytest.mark.parametrize("bandlimit", [0.9, None])
+def test_the_plans_band_limit_reaches_every_engines_propagators(small_dataset, bandlimit):
+    """A plan's band limit is the one every engine propagates with: an LSQML engine
+    handing over to a gradient one on 2 slices, each checked at its first iteration."""
+    measurements = measurements_from(small_dataset)
+    plan = parse_plan(
+        {
+            "slices": 2,
+            "bandlimit": bandlimit,
+            "engines": [
+                {"kind": "lsqml", "iterations": 1, "group_size": 16},
+                {"kind": "gradient", "iterations": 1, "group_size": 16},
+            ],
+        }
+    )
+    seen = []
+    state = run_plan(plan, measurements, observers=[lambda r: seen.append(r.state.bandlimit)])
+    assert seen == [bandlimit, bandlimit] and state.bandlimit == bandlimit
+    expected = slice_propagators(
+        measurements.geometry.window,
+        measurements.pixel_size_A,
+        measurements.energy_eV,
+        state.slice_thicknesses_A,
+        bandlimit,
+    )
+    np.testing.assert_array_equal(state.propagators(measurements), expected)
+    corner = np.abs(np.asarray(expected))[0, measurements.geometry.window[0] // 2, 0]
+    assert corner == (1.0 if bandlimit is None else 0.0)  # beyond 0.9 of Nyquist

@@ -64,6 +64,9 @@ def test_plan_of_several_engines():
             r"probe_modes: must be an integer >= 1",
         ),
         ({"engines": []}, r"plan\.engines: must be a non-empty list"),
+        ({"engines": [{}], "bandlimit": 0}, r"plan\.bandlimit: must be a fraction .* \(0, 1\]"),
+        ({"engines": [{}], "bandlimit": 1.2}, r"plan\.bandlimit: must be a fraction"),
+        ({"engines": [{}], "bandlimit": True}, r"plan\.bandlimit"),
         ({"engines": [{"kind": "gradient"}], "sead": 1}, r"plan\.sead"),
         (
             {"engines": [{"kind": "epie", "constraints": {"amplitude_clip": {}}}]},

@@ -10,6 +10,7 @@ import pytest
 from conftest import tiny_recipe
 
 from ptyopt import model, physics
+from ptyopt.data.recipe import recipe_sampling
 from ptyopt.data.simulate import (
     bin_detector,
     displaced_configurations,
@@ -17,14 +18,17 @@ from ptyopt.data.simulate import (
     simulate_dataset,
 )
 from ptyopt.data.structures import build_specimen
+from ptyopt.errors import ConfigError
 from ptyopt.initial import object_geometry
 from ptyopt.metrics import tile_periodic
+from ptyopt.plan import check_bandlimit
 
 
 def model_patterns_from_ground_truth(
-    dataset, shift_px=(0, 0), detector_offset_px=(0.0, 0.0)
+    dataset, shift_px=(0, 0), detector_offset_px=(0.0, 0.0), bandlimit=physics.DEFAULT_BANDLIMIT
 ) -> np.ndarray:
-    """Our forward model on exp(iσV) of the dataset's ground truth, centred (n, N, N)."""
+    """Our forward model on exp(iσV) of the dataset's ground truth, centred (n, N, N),
+    propagators band-limited to ``bandlimit`` of Nyquist."""
     geometry = object_geometry(dataset)
     gt = dataset.ground_truth
     potential = tile_periodic(
@@ -45,6 +49,7 @@ def model_patterns_from_ground_truth(
         dataset.pixel_size_A,
         optics.energy_eV,
         [gt.slice_thickness_A] * len(gt.potential_V_A),
+        bandlimit,
         dtype=jnp.complex128,
     )
     positions = jnp.asarray(geometry.positions_px + np.asarray(shift_px))
@@ -92,6 +97,38 @@ def test_binned_detector_is_modelled_with_its_offset(x64):
     without = np.linalg.norm(model_patterns_from_ground_truth(dataset) - measured)
     assert with_offset / np.linalg.norm(measured) < 0.11
     assert with_offset < 0.8 * without
+
+
+def test_band_limit_inside_the_probe_aperture_is_rejected_and_would_miss_the_data(x64):
+    """300 kV, 25 mrad, 32 px binned by 2 on a 23.4 Å cell: the detector reaches 26.9 mrad,
+    so the recipe is valid, but 2/3 of it (17.9 mrad) lies inside the probe's aperture.
+    The plan is rejected, naming both angles, and rightly: on the dataset's own truth the
+    model with that band limit misses the patterns by far more (measured 71 %) than with
+    the band limit at the detector's edge (measured 14 %, the binning residual of
+    test_binned_detector_is_modelled_with_its_offset)."""
+    recipe = tiny_recipe(
+        structure={"name": "SrTiO3_001", "lateral_repeats": [6, 6], "thickness_A": 11.7},
+        optics={"energy_kV": 300, "semiangle_mrad": 25, "defocus_A": 20},
+        detector={"pixels": 32, "bin": 2},
+        scan={"shape": [2, 2], "step_A": 0.77},
+        reconstruction_slices=3,
+    )
+    sampling = recipe_sampling(recipe)
+    assert sampling.max_angle_mrad == pytest.approx(26.9, abs=0.05)
+    with pytest.raises(ConfigError, match=r"plan.bandlimit: .*= 17.9 mrad.* 25 mrad aperture"):
+        check_bandlimit(physics.DEFAULT_BANDLIMIT, sampling.max_angle_mrad, 25.0)
+    check_bandlimit(1.0, sampling.max_angle_mrad, 25.0)
+
+    dataset = simulate_dataset(recipe, progress=False)
+    measured = dataset.patterns.astype(np.float64)
+
+    def misfit(bandlimit):
+        offset = (0.25, 0.25)  # binned by 2 (see test_binned_detector_is_modelled_with_its_offset)
+        model = model_patterns_from_ground_truth(dataset, (0, 0), offset, bandlimit)
+        return np.linalg.norm(model - measured) / np.linalg.norm(measured)
+
+    cut, full = misfit(physics.DEFAULT_BANDLIMIT), misfit(1.0)
+    assert cut > 0.4 and full < 0.2 and cut > 4 * full, (cut, full)
 
 
 @pytest.mark.parametrize("bin_factor", [1, 2, 3])

@@ -18,7 +18,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ptyopt import physics
-from ptyopt.data.structures import STRUCTURES
+from ptyopt.data.structures import STRUCTURES, build_specimen
 from ptyopt.errors import ConfigError
 from ptyopt.paths import conf_dir
 from ptyopt.schema import to_dataclass
@@ -298,6 +298,14 @@ def derive_sampling(recipe: DatasetRecipe, cell_edge_A: float) -> Sampling:
         ),
     )
     return Sampling(pixel, d.pixels * d.bin * recipe.simulation.oversampling, pitch, max_angle)
+
+
+def recipe_sampling(recipe: DatasetRecipe) -> Sampling:
+    """:func:`derive_sampling` of ``recipe`` on its specimen's lateral cell (the cell is
+    built with ASE, in milliseconds; no simulation)."""
+    s = recipe.structure
+    specimen = build_specimen(s.name, tuple(s.lateral_repeats), s.thickness_A)
+    return derive_sampling(recipe, specimen.cell_edge_A)
 
 
 def recipe_to_dict(recipe: DatasetRecipe) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import numpy as np
 from ptyopt.constraints import apply_constraints, parse_constraints
 from ptyopt.grouping import Grouper, Groups
 from ptyopt.initial import Measurements, ReconState, initial_state, with_probe_modes, with_slices
-from ptyopt.plan import EngineSettings, Plan
+from ptyopt.plan import EngineSettings, Plan, check_bandlimit
 from ptyopt.schedules import Schedule, make_schedule
 
 
@@ -205,12 +205,15 @@ def run_plan(
     state: ReconState | None = None,
 ) -> ReconState:
     """Run every engine of ``plan`` in order on one state (a fresh initial state unless
-    given) and return the final state."""
+    given; either way with the plan's band limit) and return the final state. A band
+    limit inside the probe's aperture raises :class:`ConfigError` before any compute."""
+    check_bandlimit(plan.bandlimit, measurements.nyquist_angle_mrad, measurements.semiangle_mrad)
     observers = list(observers)
     if state is None:
-        state = initial_state(
-            measurements, plan.slices or measurements.default_slices, plan.probe_modes, plan.seed
-        )
+        slices = plan.slices or measurements.default_slices
+        state = initial_state(measurements, slices, plan.probe_modes, plan.seed, plan.bandlimit)
+    else:
+        state = replace(state, bandlimit=plan.bandlimit)
     for index, settings in enumerate(plan.engines):
         state = run_engine(state, measurements, settings, index, plan.seed, observers)
     return state

@@ -40,7 +40,7 @@ from ptyopt.engines.common import DivergenceError, IterationReport, run_plan
 from ptyopt.errors import ConfigError
 from ptyopt.initial import Measurements, measurements_from
 from ptyopt.paths import compilation_cache, project_root
-from ptyopt.plan import parse_plan
+from ptyopt.plan import check_bandlimit, parse_plan
 from ptyopt.study.artifacts import trial_dir, write_trial
 from ptyopt.study.components import make_pruner, make_sampler, make_storage, suggest
 from ptyopt.study.settings import StudyConfig, directions, plan_with, with_params
@@ -153,6 +153,10 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
     trial.set_user_attr("trial_dir", str(trial_dir(work.folder, trial.number)))
+    trial.set_user_attr("bandlimit", plan.bandlimit)
+    if plan.bandlimit is not None:
+        nyquist = work.measurements.nyquist_angle_mrad
+        trial.set_user_attr("bandlimit_mrad", plan.bandlimit * nyquist)
     reconstruction_started = time.perf_counter()
     try:
         state = run_plan(plan, work.measurements, observers=[timing, reporter])
@@ -351,16 +355,19 @@ def run_study(config: StudyConfig, plan_values: dict, progress: bool = True) -> 
     """Run trials until the study's global budget is spent; returns the study."""
     folder = study_dir(config.study.name)
     enable_compilation_cache()
-    max_iterations = sum(engine.iterations for engine in plan_with(plan_values, {}).engines)
+    plan = plan_with(plan_values, {})
+    max_iterations = sum(engine.iterations for engine in plan.engines)
     sampler = make_sampler(
         config.sampler, config.study.search_space, config.study.seed, config.study.seed
     )
     pruner = make_pruner(config.pruner, max(max_iterations, config.pruner.min_resource + 1))
     dataset, dataset_path = dataset_for(config, progress)
+    measurements = measurements_from(dataset)
+    check_bandlimit(plan.bandlimit, measurements.nyquist_angle_mrad, measurements.semiangle_mrad)
     folder.mkdir(parents=True, exist_ok=True)
     with _budget_lock(folder):  # one worker at a time creates the study and its baselines
         study = open_study(config, sampler, pruner, folder)
-    work = Workspace(config, plan_values, dataset, dataset_path, measurements_from(dataset), folder)
+    work = Workspace(config, plan_values, dataset, dataset_path, measurements, folder)
     budget = config.study.n_trials
     bar = tqdm(
         total=budget,

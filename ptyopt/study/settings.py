@@ -17,9 +17,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ptyopt.data.recipe import DatasetRecipe, recipe_from_mapping
+from ptyopt.data.recipe import DatasetRecipe, recipe_from_mapping, recipe_sampling
 from ptyopt.errors import ConfigError
-from ptyopt.plan import Plan, parse_plan
+from ptyopt.plan import Plan, check_bandlimit, parse_plan
 from ptyopt.schema import to_dataclass
 
 METRIC_DIRECTIONS = {
@@ -285,7 +285,12 @@ def validate(values: DictConfig) -> tuple[StudyConfig, dict]:
             ),
         )
         plan_with(plan_values, baseline)
-    parse_plan(plan_values)
+    plan = parse_plan(plan_values)
+    if config.dataset_file is None:  # a file's sampling is checked once it is read
+        sampling = recipe_sampling(config.dataset)
+        check_bandlimit(
+            plan.bandlimit, sampling.max_angle_mrad, config.dataset.optics.semiangle_mrad
+        )
     o = config.objective
     _require(len(o.metrics) >= 1, "objective.metrics", "must name at least one metric")
     for metric in o.metrics:
