@@ -13,6 +13,10 @@ pattern is the weighted incoherent sum of coherent patterns over the quadrature 
 position expanded into its displaced source positions (position-major) before it is
 batched; the coherent case is one node of weight 1, the same computation as without.
 
+Dopants (``structure.dopants``) are substituted before the frozen-phonon
+configurations are drawn, each displaced with its own element's rms; the sites as
+substituted go into the simulation record and the ground truth's dopant table.
+
 Cost: dominated by abTEM's multislice, ~positions × samples_per_position ×
 phonon_configs × slices FFT pairs of the simulation grid; the progress bar counts
 abTEM calls (batches of ``max_batch`` displaced positions, per defocus and configuration).
