@@ -31,6 +31,31 @@ class Optics:
 
 
 @dataclass(frozen=True)
+class DopantSite:
+    """A substitutional dopant: ``element`` on a site of ``host``, at lateral position
+    (y_A, x_A) [Å] in the frame of the ground-truth cell (pixel j of the ground truth
+    lies at j·sampling_A) and ``depth_A`` [Å] below the entrance surface (z = 0 of the
+    potential's slicing; slice i spans [i, i + 1)·slice_thickness_A)."""
+
+    element: str
+    host: str
+    y_A: float
+    x_A: float
+    depth_A: float
+
+
+@dataclass(frozen=True)
+class DopantTable:
+    """The dopants of a specimen. sites: the substituted sites; host_period_A: (y, x)
+    lateral period of the host crystal's unit cell [Å] (the simulated cell holds whole
+    periods): a column translated by it is an equivalent column, undoped unless it is
+    another dopant's."""
+
+    sites: tuple[DopantSite, ...]
+    host_period_A: tuple[float, float]
+
+
+@dataclass(frozen=True)
 class GroundTruth:
     """Thermally averaged (or static) potential of one periodic cell on the
     reconstruction grid.
@@ -40,7 +65,8 @@ class GroundTruth:
     each slice [Å]. sampling_A: pixel size [Å], equal to the reconstruction pixel.
     sigma_per_V_A: interaction constant σ [rad/(V·Å)], so a slice's phase is σ·V.
     kind: ``"thermal_mean"`` (mean over ``n_configurations`` frozen-phonon
-    configurations) or ``"static"``.
+    configurations) or ``"static"``. dopants: the substituted sites of a doped
+    specimen, ``None`` for a perfect crystal.
     """
 
     potential_V_A: np.ndarray
@@ -49,6 +75,7 @@ class GroundTruth:
     sigma_per_V_A: float
     kind: str
     n_configurations: int
+    dopants: DopantTable | None = None
 
     @property
     def projected_V_A(self) -> np.ndarray:

@@ -12,6 +12,11 @@ Layout (version 1); units as in :mod:`ptyopt.data.dataset` (Å, mrad, eV):
 - optional ``/ground_truth``: dataset ``potential_V_A`` (n_slices, ny, nx) float32
   (gzip 1), attrs ``slice_thickness_A``, ``sampling_A``, ``sigma_per_V_A`` (> 0),
   ``kind`` (one of :data:`GROUND_TRUTH_KINDS`), ``n_configurations`` (int >= 1).
+- optional ``/ground_truth/dopant_sites``: a table (compound dataset, one row per
+  dopant) with fields ``element``, ``host`` (chemical symbols) and ``y_A``, ``x_A``
+  (in [0, cell edge)), ``depth_A`` (in [0, n_slices·slice_thickness_A]) [Å]; attr
+  ``host_period_A`` (y, x) [Å], each in (0, cell edge]. Files without it (perfect
+  crystals, or written before dopants existed) read as before.
 
 Every problem with a file (or with a dataset about to be written) raises
 :class:`DatasetFileError` naming the file and the offending key.
@@ -31,12 +36,17 @@ from typing import Any
 
 import h5py
 import numpy as np
+from ase.data import chemical_symbols
 
-from ptyopt.data.dataset import GroundTruth, Optics, PtychoDataset
+from ptyopt.data.dataset import DopantSite, DopantTable, GroundTruth, Optics, PtychoDataset
 
 FORMAT = "ptyopt-dataset"
 VERSION = 1
 GROUND_TRUTH_KINDS = ("thermal_mean", "static")
+DOPANT_FIELDS = ("element", "host", "y_A", "x_A", "depth_A")
+_DOPANT_DTYPE = np.dtype(
+    [("element", "S3"), ("host", "S3"), ("y_A", "<f8"), ("x_A", "<f8"), ("depth_A", "<f8")]
+)
 
 _GZIP_LEVEL = 1
 
@@ -104,6 +114,54 @@ def _finite_array(
     return value
 
 
+def _validated_dopants(
+    dopants: DopantTable, path: Path, cell_A: tuple[float, float], thickness_A: float
+) -> DopantTable:
+    """Check a dopant table against the ground truth's (y, x) cell edges and thickness [Å]."""
+    key = "/ground_truth/dopant_sites"
+    if not isinstance(dopants.sites, tuple) or not dopants.sites:
+        raise _error(path, key, f"is {_show(dopants.sites)}, expected one row per dopant")
+    sites = []
+    for row, site in enumerate(dopants.sites):
+        where = f"{key} row {row}"
+        for name in ("element", "host"):
+            value = getattr(site, name)
+            if not isinstance(value, str) or value not in chemical_symbols[1:]:
+                raise _error(
+                    path, f"{where} {name}", f"is {_show(value)}, expected a chemical symbol"
+                )
+        y, x, depth = (
+            _real(path, f"{where} {name}", getattr(site, name)) for name in DOPANT_FIELDS[2:]
+        )
+        for name, value, high in (("y_A", y, cell_A[0]), ("x_A", x, cell_A[1])):
+            if not 0 <= value < high:
+                raise _error(
+                    path, f"{where} {name}", f"is {value}, expected a value in [0, {high:g}) Å"
+                )
+        if not 0 <= depth <= thickness_A:
+            raise _error(
+                path,
+                f"{where} depth_A",
+                f"is {depth}, expected a value in [0, {thickness_A:g}] Å (the thickness)",
+            )
+        sites.append(DopantSite(site.element, site.host, y, x, depth))
+    period_key = _attr_key(key, "host_period_A")
+    period = np.asarray(dopants.host_period_A)
+    if (
+        period.shape != (2,)
+        or period.dtype.kind not in "iuf"
+        or not np.isfinite(period).all()
+        or not (0 < period).all()
+        or not (period <= np.asarray(cell_A) * (1 + 1e-9)).all()
+    ):
+        raise _error(
+            path,
+            period_key,
+            f"is {_show(dopants.host_period_A)}, expected 2 numbers (y, x) in (0, cell edge]",
+        )
+    return DopantTable(tuple(sites), (float(period[0]), float(period[1])))
+
+
 def _validated_ground_truth(truth: GroundTruth, path: Path) -> GroundTruth:
     potential = _finite_array(
         path,
@@ -118,18 +176,26 @@ def _validated_ground_truth(truth: GroundTruth, path: Path) -> GroundTruth:
         raise _error(
             path, kind_key, f"is {_show(truth.kind)}, expected one of {GROUND_TRUTH_KINDS}"
         )
+    slice_thickness = _positive(
+        path, _attr_key("/ground_truth", "slice_thickness_A"), truth.slice_thickness_A
+    )
+    sampling = _positive(path, _attr_key("/ground_truth", "sampling_A"), truth.sampling_A)
+    cell = (potential.shape[1] * sampling, potential.shape[2] * sampling)
     return GroundTruth(
         potential_V_A=potential,
-        slice_thickness_A=_positive(
-            path, _attr_key("/ground_truth", "slice_thickness_A"), truth.slice_thickness_A
-        ),
-        sampling_A=_positive(path, _attr_key("/ground_truth", "sampling_A"), truth.sampling_A),
+        slice_thickness_A=slice_thickness,
+        sampling_A=sampling,
         sigma_per_V_A=_positive(
             path, _attr_key("/ground_truth", "sigma_per_V_A"), truth.sigma_per_V_A
         ),
         kind=str(truth.kind),
         n_configurations=_count(
             path, _attr_key("/ground_truth", "n_configurations"), truth.n_configurations
+        ),
+        dopants=(
+            None
+            if truth.dopants is None
+            else _validated_dopants(truth.dopants, path, cell, potential.shape[0] * slice_thickness)
         ),
     )
 
@@ -267,6 +333,16 @@ def _write(file: h5py.File, dataset: PtychoDataset) -> None:
         group.attrs["sigma_per_V_A"] = truth.sigma_per_V_A
         group.attrs["kind"] = truth.kind
         group.attrs["n_configurations"] = truth.n_configurations
+        if truth.dopants is not None:
+            table = np.array(
+                [
+                    (s.element.encode(), s.host.encode(), s.y_A, s.x_A, s.depth_A)
+                    for s in truth.dopants.sites
+                ],
+                dtype=_DOPANT_DTYPE,
+            )
+            sites = group.create_dataset("dopant_sites", data=table)
+            sites.attrs["host_period_A"] = np.array(truth.dopants.host_period_A, np.float64)
 
 
 def write_dataset(path: str | Path, dataset: PtychoDataset) -> Path:
@@ -379,7 +455,40 @@ class _Reader:
             sigma_per_V_A=self.attr("/ground_truth", "sigma_per_V_A"),
             kind=self.attr("/ground_truth", "kind"),
             n_configurations=self.attr("/ground_truth", "n_configurations"),
+            dopants=self.dopants(),
         )
+
+    def dopants(self) -> DopantTable | None:
+        """The dopant-site table, ``None`` where the file has none; element and host
+        decoded, values unchecked."""
+        key = "/ground_truth/dopant_sites"
+        with self._reading(key):
+            present = "dopant_sites" in self.file["ground_truth"]
+        if not present:
+            return None
+        table = self.array(key)
+        if not isinstance(table, np.ndarray) or table.ndim != 1 or table.dtype.names is None:
+            raise _error(self.path, key, f"is not a table with fields {DOPANT_FIELDS}")
+        if set(table.dtype.names) != set(DOPANT_FIELDS):
+            raise _error(
+                self.path, key, f"has fields {table.dtype.names}, expected {DOPANT_FIELDS}"
+            )
+        sites = []
+        for row in table:
+            symbols = []
+            for name in ("element", "host"):
+                value = row[name]
+                try:
+                    symbols.append(value.decode() if isinstance(value, bytes) else value)
+                except UnicodeDecodeError as err:
+                    raise _error(self.path, f"{key} {name}", "is not valid text") from err
+            values = [row[name].item() for name in DOPANT_FIELDS[2:]]
+            sites.append(DopantSite(*symbols, *values))
+        with self._reading(key):
+            period = self.file[key].attrs.get("host_period_A")
+        if period is None:
+            raise _error(self.path, _attr_key(key, "host_period_A"), "is missing")
+        return DopantTable(tuple(sites), period)
 
     def dataset(self) -> PtychoDataset:
         """The file's contents as an (unvalidated) dataset."""

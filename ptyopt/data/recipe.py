@@ -15,22 +15,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 
 from ptyopt import physics
-from ptyopt.data.structures import STRUCTURES, build_specimen
+from ptyopt.data.dataset import DopantSite
+from ptyopt.data.structures import RMS_DISPLACEMENT_A, STRUCTURES, Specimen, build_specimen
 from ptyopt.errors import ConfigError
 from ptyopt.paths import conf_dir
 from ptyopt.schema import to_dataclass
 
 
 @dataclass
+class DopantRecipe:
+    """A substitutional dopant: ``element`` replaces the ``host`` atom nearest to the
+    column at (y_A, x_A) [Å] of the lateral cell (origin at its corner; the scan is
+    centred on the cell) and to ``depth_A`` [Å] below the entrance surface."""
+
+    element: str = MISSING
+    host: str = MISSING
+    y_A: float = MISSING
+    x_A: float = MISSING
+    depth_A: float = MISSING
+
+
+@dataclass
 class StructureRecipe:
-    """Specimen: a named crystal, (y, x) lateral unit-cell repeats, thickness [Å]."""
+    """Specimen: a named crystal, (y, x) lateral unit-cell repeats, thickness [Å],
+    substitutional dopants (none: a perfect crystal)."""
 
     name: str = "SrTiO3_001"
     lateral_repeats: list[int] = field(default_factory=lambda: [3, 3])
     thickness_A: float = 20.0
+    dopants: list[DopantRecipe] = field(default_factory=list)
 
 
 @dataclass
@@ -137,6 +153,7 @@ def validate_recipe(recipe: DatasetRecipe) -> DatasetRecipe:
         "must be two integers >= 1 (y, x)",
     )
     _require(s.thickness_A > 0, "structure.thickness_A", f"must be > 0, got {s.thickness_A}")
+    _validate_dopants(s)
     _require(o.energy_kV > 0, "optics.energy_kV", f"must be > 0, got {o.energy_kV}")
     _require(
         0 < o.semiangle_mrad < 200,
@@ -191,6 +208,40 @@ def validate_recipe(recipe: DatasetRecipe) -> DatasetRecipe:
     )
     _require(recipe.dose_e_per_A2 > 0, "dose_e_per_A2", f"must be > 0, got {recipe.dose_e_per_A2}")
     return recipe
+
+
+def _validate_dopants(structure: StructureRecipe) -> None:
+    """Check each dopant's elements and numbers, then that its site exists (building
+    the specimen, which takes milliseconds)."""
+    hosts = sorted(set(STRUCTURES[structure.name]().get_chemical_symbols()))
+    for index, dopant in enumerate(structure.dopants):
+        key = f"structure.dopants[{index}]"
+        _require(
+            dopant.element in RMS_DISPLACEMENT_A and dopant.element not in hosts,
+            f"{key}.element",
+            f"{dopant.element!r} is not a dopant with a known thermal displacement; choose "
+            f"one of {sorted(set(RMS_DISPLACEMENT_A) - set(hosts))}",
+        )
+        _require(
+            dopant.host in hosts,
+            f"{key}.host",
+            f"{structure.name} has no {dopant.host!r} sites; choose one of {hosts}",
+        )
+        for name in ("y_A", "x_A", "depth_A"):
+            value = getattr(dopant, name)
+            _require(bool(np.isfinite(value)), f"{key}.{name}", f"must be finite, got {value}")
+    if structure.dopants:
+        specimen_of(structure)
+
+
+def specimen_of(structure: StructureRecipe) -> Specimen:
+    """The slab a structure recipe describes, dopants substituted."""
+    return build_specimen(
+        structure.name,
+        (structure.lateral_repeats[0], structure.lateral_repeats[1]),
+        structure.thickness_A,
+        [DopantSite(d.element, d.host, d.y_A, d.x_A, d.depth_A) for d in structure.dopants],
+    )
 
 
 @dataclass(frozen=True)
@@ -303,18 +354,20 @@ def derive_sampling(recipe: DatasetRecipe, cell_edge_A: float) -> Sampling:
 def recipe_sampling(recipe: DatasetRecipe) -> Sampling:
     """:func:`derive_sampling` of ``recipe`` on its specimen's lateral cell (the cell is
     built with ASE, in milliseconds; no simulation)."""
-    s = recipe.structure
-    specimen = build_specimen(s.name, tuple(s.lateral_repeats), s.thickness_A)
-    return derive_sampling(recipe, specimen.cell_edge_A)
+    return derive_sampling(recipe, specimen_of(recipe.structure).cell_edge_A)
 
 
 def recipe_to_dict(recipe: DatasetRecipe) -> dict[str, Any]:
-    """Plain nested dict of a recipe (JSON-serialisable)."""
-    return (
+    """Plain nested dict of a recipe (JSON-serialisable). A recipe without dopants
+    leaves the key out, as before dopants existed, so that its hash is unchanged."""
+    values = (
         dataclasses.asdict(recipe)
         if dataclasses.is_dataclass(recipe)
         else OmegaConf.to_container(recipe)
     )
+    if not values["structure"].get("dopants"):
+        values["structure"].pop("dopants", None)
+    return values
 
 
 def recipe_hash(recipe: DatasetRecipe, abtem_version: str) -> str:
@@ -325,8 +378,21 @@ def recipe_hash(recipe: DatasetRecipe, abtem_version: str) -> str:
 
 def recipe_from_mapping(values: Any) -> DatasetRecipe:
     """Typed, validated recipe from a mapping (dict or DictConfig); unknown keys and
-    wrong types raise :class:`ConfigError` naming the key."""
-    return validate_recipe(to_dataclass(DatasetRecipe, values, "dataset"))
+    wrong types raise :class:`ConfigError` naming the key. The dopants are typed one by
+    one, so that an error names ``dataset.structure.dopants[i].key`` (OmegaConf loses
+    the position of an item in a list)."""
+    values = OmegaConf.to_container(OmegaConf.create(values), resolve=True)
+    structure = values.get("structure")
+    raw = structure.pop("dopants", []) if isinstance(structure, dict) else []
+    _require(isinstance(raw, list), "structure.dopants", f"must be a list of dopants, got {raw!r}")
+    dopants = []
+    for index, item in enumerate(raw):
+        key = f"structure.dopants[{index}]"
+        _require(isinstance(item, dict), key, f"must be a mapping, got {item!r}")
+        dopants.append(to_dataclass(DopantRecipe, item, f"dataset.{key}"))
+    recipe = to_dataclass(DatasetRecipe, values, "dataset")
+    recipe.structure.dopants = dopants
+    return validate_recipe(recipe)
 
 
 def available_recipes() -> list[str]:

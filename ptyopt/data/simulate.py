@@ -13,6 +13,10 @@ pattern is the weighted incoherent sum of coherent patterns over the quadrature 
 position expanded into its displaced source positions (position-major) before it is
 batched; the coherent case is one node of weight 1, the same computation as without.
 
+Dopants (``structure.dopants``) are substituted before the frozen-phonon
+configurations are drawn, each displaced with its own element's rms; the sites as
+substituted go into the simulation record and the ground truth's dopant table.
+
 Cost: dominated by abTEM's multislice, ~positions × samples_per_position ×
 phonon_configs × slices FFT pairs of the simulation grid; the progress bar counts
 abTEM calls (batches of ``max_batch`` displaced positions, per defocus and configuration).
@@ -20,6 +24,7 @@ abTEM calls (batches of ``max_batch`` displaced positions, per defocus and confi
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -28,7 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ptyopt import physics
-from ptyopt.data.dataset import GroundTruth, Optics, PtychoDataset
+from ptyopt.data.dataset import DopantTable, GroundTruth, Optics, PtychoDataset
 from ptyopt.data.recipe import (
     CoherenceQuadrature,
     DatasetRecipe,
@@ -36,8 +41,9 @@ from ptyopt.data.recipe import (
     coherence_quadrature,
     derive_sampling,
     recipe_to_dict,
+    specimen_of,
 )
-from ptyopt.data.structures import RMS_DISPLACEMENT_A, Specimen, build_specimen
+from ptyopt.data.structures import RMS_DISPLACEMENT_A, Specimen
 
 
 def scan_positions_A(recipe: DatasetRecipe, cell_edge_A: float) -> np.ndarray:
@@ -110,9 +116,7 @@ def simulate_dataset(recipe: DatasetRecipe, progress: bool = True) -> PtychoData
             "diagnostics.progress_bar": False,
         }
     )
-    specimen = build_specimen(
-        recipe.structure.name, tuple(recipe.structure.lateral_repeats), recipe.structure.thickness_A
-    )
+    specimen = specimen_of(recipe.structure)
     sampling = derive_sampling(recipe, specimen.cell_edge_A)
     energy = recipe.optics.energy_kV * 1e3
     thicknesses, sub = _slice_thicknesses(specimen, recipe)
@@ -171,7 +175,7 @@ def simulate_dataset(recipe: DatasetRecipe, progress: bool = True) -> PtychoData
     bar.close()
     patterns /= sim.phonon_configs
     ground_truth = _ground_truth(
-        recipe, sampling, potential_sum / len(configs), sub, thicknesses, energy
+        recipe, specimen, sampling, potential_sum / len(configs), sub, thicknesses, energy
     )
     noisy = _apply_dose(recipe, patterns)
     return PtychoDataset(
@@ -203,6 +207,7 @@ def pattern_centre(recipe: DatasetRecipe) -> tuple[float, float]:
 
 def _ground_truth(
     recipe: DatasetRecipe,
+    specimen: Specimen,
     sampling: Sampling,
     mean_potential_xy: np.ndarray,
     sub: int,
@@ -220,6 +225,11 @@ def _ground_truth(
         sigma_per_V_A=physics.interaction_constant(energy),
         kind="static" if recipe.simulation.ground_truth_configs == 1 else "thermal_mean",
         n_configurations=recipe.simulation.ground_truth_configs,
+        dopants=(
+            DopantTable(specimen.dopant_sites, specimen.host_period_A)
+            if specimen.dopant_sites
+            else None
+        ),
     )
 
 
@@ -255,6 +265,8 @@ def _simulation_record(
         "rms_displacement_A": {
             s: RMS_DISPLACEMENT_A[s] for s in sorted(set(specimen.atoms.get_chemical_symbols()))
         },
+        "host_period_A": list(specimen.host_period_A),
+        "dopant_sites": [dataclasses.asdict(site) for site in specimen.dopant_sites],
         "potential": {"parametrization": "lobato", "projection": "infinite"},
         "coherence": quadrature.as_dict(),
         "seconds": seconds,
