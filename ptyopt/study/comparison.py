@@ -34,17 +34,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ptyopt.benchmarks.report import environment_lines
 from ptyopt.study.arms import Arm
-from ptyopt.study.report import (
-    FigureSkipped,
-    best_images,
-    best_trial,
-    completed,
-    finished_span,
-    markdown_table,
-    save_figure,
-    short_names,
-    write_table,
-)
+from ptyopt.study.report.figures import FigureSkipped, best_images, save_figure
+from ptyopt.study.report.selection import best_trial, completed
+from ptyopt.study.report.summary import finished_span
+from ptyopt.study.report.tables import markdown_table, short_names, write_table
 
 #: A curve has reached its final NRMSE once it is within this factor of it.
 REACHED = 1.02
