@@ -2,14 +2,18 @@
 
 :func:`write_study_report` writes
 
-- ``trials.csv`` / ``trials.md``: one row per trial (:mod:`.tables`);
-- ``summary.md``: environment, the regenerating command, counts per state, throughput,
-  time outside the reconstruction, the best trial (single objective) or the Pareto
-  front (several objectives), and the figures or why each was skipped (:mod:`.summary`);
+- ``trials.csv`` / ``trials.md``: one row per trial, with its final and its best
+  iterate's scores (:mod:`.tables`);
+- ``summary.md``: environment, the objectives and which iterate they scored, the
+  regenerating command, counts per state, throughput, time outside the reconstruction,
+  how far final iterates fell behind the best ones, the best trial (single objective) or
+  the Pareto front (several objectives), and the figures or why each was skipped
+  (:mod:`.summary`);
 - ``history.png``, ``importances.png``, ``pareto.png`` (two objectives) and
   ``best_reconstruction.png`` (:mod:`.figures`).
 
-Which trials count as completed, Pareto-optimal or best is :mod:`.selection`'s.
+Which trials count as completed, Pareto-optimal or best is :mod:`.selection`'s; a
+trial's recorded final and best-iterate scores are read by :mod:`.scores`.
 Only the public Optuna API is used, and every user attribute may be missing: a figure
 that cannot be drawn is skipped with a note in ``summary.md`` instead of an exception.
 """

@@ -26,8 +26,10 @@ from ptyopt.metrics import (
     truth_on_fov,
 )
 from ptyopt.study.artifacts import read_trial
+from ptyopt.study.report.scores import best_iterate, final_scores
 from ptyopt.study.report.selection import best_trial, completed, pareto_front
 from ptyopt.study.report.tables import Columns
+from ptyopt.study.settings import objective_iterate
 
 _DPI = 110
 
@@ -51,12 +53,21 @@ def _running_best(values: np.ndarray, direction: StudyDirection) -> np.ndarray:
     return accumulate(values)
 
 
+def _other_iterate(study: optuna.Study) -> tuple[str, str, Callable[[FrozenTrial], dict]]:
+    """(the iterate the objective scored, the other one, the other one's scores of a trial)."""
+    if objective_iterate(study) == "best":
+        return "best", "final", final_scores
+    return "final", "best", lambda trial: best_iterate(trial)[1]
+
+
 def plot_history(study: optuna.Study, columns: Columns, path: Path) -> Path:
     """Objective value per trial number (completed trials; pruned ones with their last
-    reported value in grey) and the running best, one panel per objective."""
+    reported value in grey), the same metric at the other iterate (best or final) where
+    recorded, and the running best, one panel per objective."""
     done = completed(study)
     if not done:
         raise FigureSkipped("no completed trial")
+    scored, other, other_scores = _other_iterate(study)
     pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if t.values]
     fig = Figure(figsize=(6.4, 2.8 * len(columns.objectives)), layout="constrained")
     axes = fig.subplots(len(columns.objectives), 1, squeeze=False, sharex=True)[:, 0]
@@ -73,7 +84,10 @@ def plot_history(study: optuna.Study, columns: Columns, path: Path) -> Path:
                 color="0.6",
                 label="pruned (last value)",
             )
-        ax.plot(numbers, values, "o", ms=4, label="completed")
+        ax.plot(numbers, values, "o", ms=4, label=f"completed ({scored} iterate)")
+        at_other = [(t.number, s[name]) for t in done if name in (s := other_scores(t))]
+        if at_other:
+            ax.plot(*zip(*at_other, strict=True), "_", ms=9, color="C2", label=f"{other} iterate")
         ax.step(
             numbers,
             _running_best(values, direction),
@@ -175,13 +189,15 @@ def plot_pareto(study: optuna.Study, columns: Columns, path: Path) -> Path:
 class BestImages:
     """The best trial's projected potential, the registered ground truth and their
     difference over the field of view [V·Å], each with its gauge (offset and linear
-    ramp, as in the scoring) removed."""
+    ramp, as in the scoring) removed; ``iteration``: the iterate the trial saved (its
+    final or best one), ``None`` when its file does not say."""
 
     number: int
     reconstruction: np.ndarray
     truth: np.ndarray
     pixel_size_A: float
     nrmse: float
+    iteration: int | None
 
     @property
     def difference(self) -> np.ndarray:
@@ -219,6 +235,7 @@ def best_images(trial: FrozenTrial) -> BestImages:
         target,
         recon.pixel_size_A,
         score.nrmse,
+        recon.iterations_done,
     )
 
 
@@ -245,8 +262,10 @@ def plot_best_reconstruction(study: optuna.Study, columns: Columns, path: Path) 
         ax.set_title(title)
         ax.set_xlabel("x [Å]")
         ax.set_ylabel("y [Å]")
+    at = "" if images.iteration is None else f", iteration {images.iteration}"
     fig.suptitle(
-        f"trial {images.number}: field of view, offset and ramp removed, NRMSE {images.nrmse:.4g}"
+        f"trial {images.number}{at}: field of view, offset and ramp removed, "
+        f"NRMSE {images.nrmse:.4g}"
     )
     return save_figure(fig, path)
 

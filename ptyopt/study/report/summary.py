@@ -1,6 +1,8 @@
-"""``summary.md`` of a study report: environment, the regenerating command, counts per
-state, throughput, time outside the reconstruction, the best trial (single objective) or
-the Pareto front (several objectives), and the figures or why each was skipped."""
+"""``summary.md`` of a study report: environment, the objectives and the iterate they
+scored, the regenerating command, counts per state, throughput, time outside the
+reconstruction, how far the final iterates fell behind the best ones, the best trial
+(single objective) or the Pareto front (several objectives), and the figures or why each
+was skipped."""
 
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ from optuna.trial import TrialState
 
 from ptyopt.benchmarks.report import environment_lines
 from ptyopt.study.report.figures import FIGURES
+from ptyopt.study.report.scores import iterate_text
 from ptyopt.study.report.selection import best_trial, pareto_front
-from ptyopt.study.report.tables import Columns, markdown_table
+from ptyopt.study.report.tables import BEST_ITERATION, Columns, markdown_table
 
 #: Trial states that count as finished for the throughput.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -100,9 +103,38 @@ def objectives_text(study: optuna.Study, columns: Columns) -> str:
     )
 
 
+def final_vs_best_line(table: pd.DataFrame, columns: Columns) -> str:
+    """Over the completed trials that recorded both: in how many the best scored iterate
+    beat the final one in the first objective, and by how much (relative to the best)."""
+    metric = columns.objectives[0]
+    if metric not in columns.metrics or metric not in columns.best:
+        return "- final vs best iterate: n/a (no trial recorded both)"
+    done = table[table["state"] == TrialState.COMPLETE.name]
+    final = pd.to_numeric(done[columns.metrics[metric]], errors="coerce")
+    best = pd.to_numeric(done[columns.best[metric]], errors="coerce")
+    both = final.notna() & best.notna() & (best != 0)
+    if not both.any():
+        return "- final vs best iterate: n/a (no completed trial recorded both)"
+    loss = (final[both] - best[both]).abs() / best[both].abs()
+    return (
+        f"- final vs best iterate in {metric}: the best scored iterate came before the end "
+        f"in {int((loss > 0).sum())} of {int(both.sum())} completed trials; the final "
+        f"{metric} is worse by a median {loss.median():.1%} "
+        f"(at most {loss.max():.1%}, trial {done.loc[loss.idxmax(), 'number']})"
+    )
+
+
 def _trial_fields(columns: Columns) -> list[str]:
-    """Columns describing a trial's outcome: number, objectives, parameters, metrics."""
-    return ["number", *columns.objectives, *columns.params.values(), *columns.metrics.values()]
+    """Columns describing a trial's outcome: number, objectives, parameters, final and
+    best-iterate scores."""
+    best = [BEST_ITERATION, *columns.best.values()] if columns.best else []
+    return [
+        "number",
+        *columns.objectives,
+        *columns.params.values(),
+        *columns.metrics.values(),
+        *best,
+    ]
 
 
 def best_section(study: optuna.Study, table: pd.DataFrame, columns: Columns) -> list[str]:
@@ -165,7 +197,7 @@ def summary_markdown(
         f"# Study `{study.study_name}`",
         "",
         *environment_lines(),
-        f"- objectives: {directions}",
+        f"- objectives: {directions}, scored on {iterate_text(study)}",
         f"- regenerate: `{command}`",
         "",
         "## Trials",
@@ -174,6 +206,7 @@ def summary_markdown(
         "",
         throughput_line(study),
         *overhead_lines(table, columns),
+        final_vs_best_line(table, columns),
         "- all trials: [trials.md](trials.md), [trials.csv](trials.csv)",
         "",
         *best_section(study, table, columns),

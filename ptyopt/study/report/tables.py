@@ -1,6 +1,8 @@
 """Columns and the trials table of a study report (``trials.csv`` / ``trials.md``): one
 row per trial with its number, state, objective values, parameters under short unique
-names, the ``metrics`` user attribute, timings, host, ``fail_reason`` / ``pruned_at``."""
+names, the final iterate's scores (``metrics`` user attribute), the best iterate's
+iteration and scores (``best_iteration``, ``best_<metric>``), timings, host,
+``fail_reason`` / ``pruned_at``."""
 
 from __future__ import annotations
 
@@ -13,6 +15,10 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 
+from ptyopt.study.report.scores import best_iterate, final_scores
+
+#: Column of the best iterate's iteration (over the whole plan).
+BEST_ITERATION = "best_iteration"
 #: User attributes shown as columns after the metrics, in this order.
 ATTR_COLUMNS = ("wall_time_s", "compile_time_s", "host", "fail_reason", "pruned_at")
 
@@ -50,12 +56,15 @@ class Columns:
 
     objectives: one name per objective (metric names when set, else ``value`` or
     ``value_<i>``). params: full parameter name → short unique name. metrics: key of
-    the ``metrics`` user attribute → column (prefixed ``metrics.`` only on a clash).
+    the ``metrics`` user attribute (final scores) → column (prefixed ``metrics.`` only
+    on a clash). best: score of the best iterate → column ``best_<score>`` (after
+    :data:`BEST_ITERATION`).
     """
 
     objectives: list[str]
     params: dict[str, str]
     metrics: dict[str, str]
+    best: dict[str, str]
 
     @property
     def all(self) -> list[str]:
@@ -65,6 +74,8 @@ class Columns:
             *self.objectives,
             *self.params.values(),
             *self.metrics.values(),
+            *([BEST_ITERATION] if self.best else []),
+            *self.best.values(),
             *ATTR_COLUMNS,
         ]
 
@@ -77,21 +88,16 @@ def objective_names(study: optuna.Study) -> list[str]:
     return ["value"] if n == 1 else [f"value_{i}" for i in range(n)]
 
 
-def _metrics(trial: FrozenTrial) -> dict[str, Any]:
-    """The trial's ``metrics`` user attribute, ``{}`` when absent or not a mapping."""
-    metrics = trial.user_attrs.get("metrics")
-    return dict(metrics) if isinstance(metrics, dict) else {}
-
-
 def study_columns(study: optuna.Study, trials: Sequence[FrozenTrial]) -> Columns:
-    """Column names for ``trials`` of ``study`` (parameters and metrics in order of first
+    """Column names for ``trials`` of ``study`` (parameters and scores in order of first
     appearance)."""
     objectives = objective_names(study)
     params = short_names(name for trial in trials for name in trial.params)
     taken = {"number", "state", *objectives, *params.values(), *ATTR_COLUMNS}
-    keys = dict.fromkeys(key for trial in trials for key in _metrics(trial))
+    keys = dict.fromkeys(key for trial in trials for key in final_scores(trial))
     metrics = {key: f"metrics.{key}" if key in taken else key for key in keys}
-    return Columns(objectives, params, metrics)
+    best_keys = dict.fromkeys(key for trial in trials for key in best_iterate(trial)[1])
+    return Columns(objectives, params, metrics, {key: f"best_{key}" for key in best_keys})
 
 
 # --- trials table ----------------------------------------------------------------------
@@ -100,11 +106,15 @@ def study_columns(study: optuna.Study, trials: Sequence[FrozenTrial]) -> Columns
 def _row(trial: FrozenTrial, columns: Columns) -> dict[str, Any]:
     """One trial as a table row; anything missing is ``None``."""
     values = trial.values or [None] * len(columns.objectives)
-    metrics = _metrics(trial)
+    metrics = final_scores(trial)
+    best_iteration, best = best_iterate(trial)
     row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
     row.update(zip(columns.objectives, values, strict=True))
     row.update({short: trial.params.get(name) for name, short in columns.params.items()})
     row.update({column: metrics.get(key) for key, column in columns.metrics.items()})
+    if columns.best:
+        row[BEST_ITERATION] = best_iteration
+    row.update({column: best.get(key) for key, column in columns.best.items()})
     row.update({attr: trial.user_attrs.get(attr) for attr in ATTR_COLUMNS})
     return row
 
