@@ -103,7 +103,8 @@ def test_arms_and_a_search_space_exclude_each_other():
 def test_shrunk_regularization_study_runs_and_reports(home):
     """The shipped regularization study shrunk to the tiny dataset, 2 values per sweep:
     every trial keeps a convergence curve scored every 2 iterations whose last point is
-    the trial's final score, and the report has the arms, sweeps, findings and grid."""
+    the trial's final score and whose lowest is its best iterate's, and the report has
+    the arms (final and best-iterate scores), sweeps, findings and grid."""
     config, arms = parent("regularization_impact", *TINY_STUDY, "study.n_trials=2")
     results = [
         ArmResult(arm, run_study(arm.config, arm.plan_values, progress=False)) for arm in arms
@@ -116,6 +117,9 @@ def test_shrunk_regularization_study_runs_and_reports(home):
                 trial.user_attrs["metrics"]["nrmse"], rel=1e-6
             )
             assert curve["nrmse"] == [trial.intermediate_values[i] for i in curve["iteration"]]
+            best = trial.user_attrs["best_iterate"]
+            assert best["metrics"]["nrmse"] == min(curve["nrmse"])
+            assert best["iteration"] == curve["iteration"][int(np.argmin(curve["nrmse"]))]
             assert np.all(np.diff(curve["seconds"]) > 0)
     out = home / "report"
     written = write_comparison_report(
@@ -132,7 +136,15 @@ def test_shrunk_regularization_study_runs_and_reports(home):
     }
     table = pd.read_csv(out / "arms.csv")
     assert list(table["arm"]) == [a.name for a in arms] and (table["complete"] == 2).all()
+    assert (table["objective_iterate"] == "final").all() and (
+        table["best_nrmse"] <= table["nrmse"]
+    ).all()
+    for result, row in zip(results, table.itertuples(), strict=True):
+        best = result.best.user_attrs["best_iterate"]
+        assert (row.best_iteration, row.best_nrmse) == (best["iteration"], best["metrics"]["nrmse"])
     sweeps = pd.read_csv(out / "sweeps.csv")
+    assert {"final_nrmse", "best_iteration", "best_nrmse"} <= set(sweeps.columns)
+    assert (sweeps["best_nrmse"] <= sweeps["final_nrmse"]).all()
     assert sweeps.groupby("arm").size().to_dict() == {
         "epsilon": 2,
         "epsilon_sgd": 2,
@@ -142,6 +154,7 @@ def test_shrunk_regularization_study_runs_and_reports(home):
         "layer_tikhonov_sgd": 2,
     }
     summary = (out / "summary.md").read_text()
+    assert "`objective_iterate`" in summary and "best_iteration" in summary
     assert (
         "Findings of the phaser paper" in summary
         and "regenerate: `python -m ptyopt report study=regularization_impact`" in summary

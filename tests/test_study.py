@@ -1,13 +1,16 @@
 """The study harness: Hydra composition, an in-process study with pruning and a failed
-trial, resume, two worker processes on one journal, and bad configurations."""
+trial, resume, two worker processes on one journal, bad configurations, and objectives
+scored on the final or on the best iterate."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from conftest import EAGER_PRUNING, TINY_STUDY
@@ -15,8 +18,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from ptyopt.errors import ConfigError
+from ptyopt.initial import measurements_from
 from ptyopt.paths import conf_dir
-from ptyopt.study.runner import run_study, study_dir
+from ptyopt.study.artifacts import read_trial
+from ptyopt.study.runner import dataset_for, run_study, score_metrics, study_dir
 from ptyopt.study.settings import validate
 
 TINY = TINY_STUDY + EAGER_PRUNING
@@ -159,11 +164,20 @@ def test_two_workers_share_one_journal(home):
         (["objective.metrics=[psnr]"], r"objective\.metrics: unknown metric 'psnr'"),
         (["dataset.optics.energy_kV=-3"], r"dataset\.optics\.energy_kV: must be > 0"),
         (["storage=postgres", "storage.url=null"], r"storage\.url: postgres storage needs a URL"),
+        (
+            ["objective.iterate=last"],
+            r"^objective\.iterate: must be one of \['final', 'best'\], got 'last'$",
+        ),
+        (
+            ["objective.metrics=[seconds]", "objective.iterate=best"],
+            r"^objective\.iterate: best picks the iterate by the first metric",
+        ),
     ],
 )
 def test_bad_configurations_name_the_key(overrides, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as raised:
         validate(composed(*overrides))
+    assert "\n" not in str(raised.value)
 
 
 def test_search_space_path_must_name_a_plan_value():
@@ -287,3 +301,96 @@ def test_grid_study_runs_its_whole_grid(home):
         0.1,
         0.3,
     ]  # each point once
+
+
+#: 11 iterations scored every 2: the final iterate lies off the scoring grid.
+ITERATIONS = 11
+
+
+@pytest.fixture(scope="module")
+def best_and_final(tmp_path_factory):
+    """The tiny study (3 trials, no pruning) run with ``objective.iterate=best`` and with
+    the default, in one project folder; the sampler's seed gives both the same
+    parameters. Yields the two studies by iterate, the dataset, its measurements and
+    the project folder."""
+    home = tmp_path_factory.mktemp("iterates")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PTYOPT_HOME", str(home))
+        common = ["study.n_trials=3", "pruner=none", f"plan.engines.0.iterations={ITERATIONS}"]
+        studies = {}
+        for iterate, extra in (("best", ["objective.iterate=best"]), ("final", [])):
+            config, plan_values = validate(composed(f"study.name={iterate}", *common, *extra))
+            assert config.objective.iterate == iterate
+            studies[iterate] = run_study(config, plan_values, progress=False)
+        dataset, _ = dataset_for(config, progress=False)
+        yield studies, dataset, measurements_from(dataset), home
+
+
+def _scored_again(trial, dataset, measurements) -> tuple[int, dict[str, float]]:
+    """The iteration of the reconstruction a trial saved, and its scores computed afresh."""
+    saved = read_trial(Path(trial.user_attrs["trial_dir"]))
+    return saved.iterations_done, score_metrics(saved.object, dataset, measurements)
+
+
+def test_best_iterate_objective(best_and_final):
+    """objective.iterate=best: each trial's value is the lowest NRMSE along its curve
+    (which ends at the final iterate), at the curve's argmin, no worse than the final
+    one; the saved reconstruction is that iterate (scored again, it gives the same
+    scores); metrics.json carries both. Some trial must stop improving before the end."""
+    studies, dataset, measurements, _ = best_and_final
+    trials = studies["best"].trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert studies["best"].user_attrs["objective_iterate"] == "best"
+    for trial in trials:
+        curve, final = trial.user_attrs["curve"], trial.user_attrs["metrics"]
+        best = trial.user_attrs["best_iterate"]
+        at = int(np.argmin(curve["nrmse"]))
+        assert curve["iteration"] == [2, 4, 6, 8, 10, ITERATIONS]
+        assert curve["nrmse"][-1] == final["nrmse"] and curve["seconds"][-1] == final["seconds"]
+        assert trial.value == best["metrics"]["nrmse"] == min(curve["nrmse"])
+        assert best["iteration"] == curve["iteration"][at]
+        assert best["metrics"]["seconds"] == curve["seconds"][at] <= final["seconds"]
+        assert trial.value <= final["nrmse"] and set(best["metrics"]) == set(final)
+        iteration, rescored = _scored_again(trial, dataset, measurements)
+        assert iteration == best["iteration"]
+        del best["metrics"]["seconds"]
+        assert rescored == pytest.approx(best["metrics"], rel=1e-6, nan_ok=True)
+        recorded = json.loads((Path(trial.user_attrs["trial_dir"]) / "metrics.json").read_text())
+        assert recorded["final"] == final and recorded["best_iterate"]["iteration"] == iteration
+    early = [t for t in trials if t.user_attrs["best_iterate"]["iteration"] < ITERATIONS]
+    assert early and all(t.value < t.user_attrs["metrics"]["nrmse"] for t in early)
+
+
+def test_final_iterate_objective_is_the_default(best_and_final):
+    """By default a trial's value is its final score and its artifact the final iterate;
+    the best iterate is still recorded. With the same parameters, the final scores are
+    those of the best-iterate study (choosing the iterate does not change the run)."""
+    studies, dataset, measurements, _ = best_and_final
+    trials = studies["final"].trials
+    assert "objective_iterate" in studies["final"].user_attrs
+    for trial, twin in zip(trials, studies["best"].trials, strict=True):
+        final, best = trial.user_attrs["metrics"], trial.user_attrs["best_iterate"]
+        assert trial.values == [final["nrmse"]]
+        assert best["metrics"]["nrmse"] == min(trial.user_attrs["curve"]["nrmse"]) <= trial.value
+        iteration, rescored = _scored_again(trial, dataset, measurements)
+        assert iteration == ITERATIONS and rescored["nrmse"] == pytest.approx(trial.value, 1e-6)
+        recorded = json.loads((Path(trial.user_attrs["trial_dir"]) / "metrics.json").read_text())
+        assert recorded == final
+        assert trial.params == twin.params
+        assert final["nrmse"] == pytest.approx(twin.user_attrs["metrics"]["nrmse"], rel=1e-6)
+
+
+def test_resuming_with_another_iterate_fails(best_and_final, monkeypatch):
+    """A study run on the best iterate cannot be resumed on the final one: one line,
+    before any trial runs."""
+    studies, *_, home = best_and_final
+    monkeypatch.setenv("PTYOPT_HOME", str(home))
+    config, plan_values = validate(
+        composed("study.name=best", "study.n_trials=4", "pruner=none", "objective.iterate=final")
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^objective\.iterate: study 'best' was run with objective\.iterate=best; ",
+    ):
+        run_study(config, plan_values, progress=False)
+    assert len(studies["best"].trials) == 3

@@ -17,7 +17,9 @@ from optuna.trial import TrialState
 from ptyopt.data.dataset import GroundTruth, Optics, PtychoDataset
 from ptyopt.data.file import write_dataset
 from ptyopt.metrics import tile_periodic
-from ptyopt.study.report import best_images, short_names, write_study_report
+from ptyopt.study.report import write_study_report
+from ptyopt.study.report.figures import best_images
+from ptyopt.study.report.tables import short_names
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.filterwarnings(
@@ -59,10 +61,15 @@ def add(study, state, *, values=None, params=None, attrs=None, minute=0, interme
     study.add_trial(trial)
 
 
-def timing(nrmse, seconds=80.0, wall=100.0):
-    """User attributes of a completed trial."""
+def timing(nrmse, seconds=80.0, wall=100.0, best=None):
+    """User attributes of a completed trial; ``best``: (iteration, NRMSE) of its best
+    iterate, recorded with its other scores."""
     metrics = {"nrmse": nrmse, "ssim": 0.9, "frc_resolution_A": 1.2, "seconds": seconds}
-    return {"wall_time_s": wall, "compile_time_s": 10.0, "host": "node1", "metrics": metrics}
+    attrs = {"wall_time_s": wall, "compile_time_s": 10.0, "host": "node1", "metrics": metrics}
+    if best is not None:
+        at_best = {"nrmse": best[1], "ssim": 0.95, "frc_resolution_A": 1.1, "seconds": 40.0}
+        attrs["best_iterate"] = {"iteration": best[0], "metrics": at_best}
+    return attrs
 
 
 def write_artifacts(tmp_path, *, with_dataset=True):
@@ -128,7 +135,7 @@ def fill(study, trial_dir, objectives=1):
         TrialState.COMPLETE,
         values=[0.5, 10.0] if objectives == 2 else [0.5],
         params=params[0],
-        attrs=timing(0.5),
+        attrs=timing(0.5, best=(30, 0.4)),
         minute=0,
     )
     add(
@@ -136,7 +143,7 @@ def fill(study, trial_dir, objectives=1):
         TrialState.COMPLETE,
         values=vals(0.2),
         params=params[1],
-        attrs={**timing(0.2), "trial_dir": str(trial_dir)},
+        attrs={**timing(0.2, best=(50, 0.2)), "trial_dir": str(trial_dir)},
         minute=10,
     )
     add(
@@ -150,7 +157,12 @@ def fill(study, trial_dir, objectives=1):
     )
     add(study, TrialState.FAIL, params=params[0], attrs={"fail_reason": "NaN in object"}, minute=30)
     add(
-        study, TrialState.COMPLETE, values=vals(0.3), params=params[2], attrs=timing(0.3), minute=40
+        study,
+        TrialState.COMPLETE,
+        values=vals(0.3),
+        params=params[2],
+        attrs=timing(0.3, best=(20, 0.25)),
+        minute=40,
     )
     add(study, TrialState.RUNNING, params=params[1], minute=50)
 
@@ -206,6 +218,11 @@ def test_single_objective_report(tmp_path):
         "ssim",
         "frc_resolution_A",
         "seconds",
+        "best_iteration",
+        "best_nrmse",
+        "best_ssim",
+        "best_frc_resolution_A",
+        "best_seconds",
         "wall_time_s",
         "compile_time_s",
         "host",
@@ -213,6 +230,9 @@ def test_single_objective_report(tmp_path):
         "pruned_at",
     ]
     assert list(table.columns) == expected
+    assert list(table["best_iteration"].iloc[[0, 1, 4]]) == [30, 50, 20]
+    assert list(table["best_nrmse"].iloc[[0, 1, 4]]) == [0.4, 0.2, 0.25]
+    assert table.loc[[2, 3, 5], ["best_iteration", "best_nrmse"]].isna().all(axis=None)
     assert table.loc[3, "fail_reason"] == "NaN in object" and table.loc[2, "pruned_at"] == 10
     assert table.loc[1, "nrmse"] == pytest.approx(0.2) and table.loc[
         1, "noise.epsilon"
@@ -221,6 +241,17 @@ def test_single_objective_report(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "# Study `demo`" in summary and f"`{COMMAND}`" in summary
     assert "Trial 1: nrmse = 0.2" in summary
+    assert (
+        "objectives: nrmse (minimize), scored on the final iterate of each trial "
+        "(`objective.iterate=final`)" in summary
+    )
+    assert (
+        "final vs best iterate in nrmse: the best scored iterate came before the end in 2 of 3 "
+        "completed trials; the final nrmse is worse by a median 20.0% (at most 25.0%, trial 0)"
+        in summary
+    )
+    best = summary.split("## Best trial")[1].split("##")[0]
+    assert re.search(r"\| best_iteration +\| +50 +\|", best) and "best_nrmse" in best
     assert re.search(r"\| COMPLETE +\| +3 \|", summary) and re.search(r"\| FAIL +\| +1 \|", summary)
     assert "6.67 trials/h (5 finished trials in 0.75 h)" in summary  # 5 trials from 12:00 to 12:45
     assert "time outside the reconstruction: 20.0% of 300 s wall time (3 trials)" in summary
@@ -236,6 +267,7 @@ def test_single_objective_report(tmp_path):
 def test_two_objective_report_lists_pareto_front(tmp_path):
     study = optuna.create_study(study_name="pareto", directions=["minimize", "minimize"])
     study.set_metric_names(["nrmse", "seconds"])
+    study.set_user_attr("objective_iterate", "best")  # as the runner records it
     fill(
         study, tmp_path / "no_such_trial", objectives=2
     )  # front: 0 (0.5, 10) and 1 (0.2, 20); 4 (0.3, 30) is dominated
@@ -256,6 +288,8 @@ def test_two_objective_report_lists_pareto_front(tmp_path):
     summary = (tmp_path / "out" / "summary.md").read_text()
     front = summary.split("## Pareto front")[1].split("##")[0]
     assert "2 Pareto-optimal trials of nrmse (minimize), seconds (minimize): 0, 1." in front
+    assert "best_iteration" in front and "best_nrmse" in front
+    assert "scored on the best scored iterate of each trial (`objective.iterate=best`" in summary
     assert [line.split("|")[1].strip() for line in front.splitlines() if line.startswith("| ")][
         1:
     ] == ["0", "1"]

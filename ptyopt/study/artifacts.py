@@ -4,8 +4,11 @@
   complex64, ``positions_px`` (P, 2) float32; attrs ``origin_px`` (2,) (object pixel of
   the ground-truth cell origin), ``field_of_view`` (y0, y1, x0, x1) [px],
   ``pixel_size_A``, ``slice_thicknesses_A`` (S,), ``dataset_path`` (the cached dataset
-  file whose ground truth scores it);
-- ``metrics.json``: the trial's scores (name → number);
+  file whose ground truth scores it), ``iterations_done`` (the iterate it holds: the
+  final one, or the best one with ``objective.iterate=best``);
+- ``metrics.json``: the final iterate's scores (name → number); with
+  ``objective.iterate=best``, ``{"final": scores, "best_iterate": {"iteration": n,
+  "metrics": scores}}``;
 - ``config.yaml``: the resolved configuration of the trial (plan with its parameters).
 """
 
@@ -33,10 +36,11 @@ def write_trial(
     state: ReconState,
     measurements: Measurements,
     dataset_path: Path,
-    metrics: dict[str, float],
+    metrics: dict[str, Any],
     config: Any,
 ) -> None:
-    """Write the three artifacts of a finished trial into ``folder``."""
+    """Write the three artifacts of a finished trial into ``folder``: ``state`` (the
+    iterate the trial's values come from) and ``metrics`` as they go into the files."""
     folder.mkdir(parents=True, exist_ok=True)
     fov = measurements.geometry.field_of_view(2)
     with h5py.File(folder / "reconstruction.h5", "w") as file:
@@ -52,6 +56,7 @@ def write_trial(
         file.attrs["pixel_size_A"] = measurements.pixel_size_A
         file.attrs["slice_thicknesses_A"] = np.asarray(state.slice_thicknesses_A)
         file.attrs["dataset_path"] = str(dataset_path)
+        file.attrs["iterations_done"] = state.iterations_done
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (folder / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
 
@@ -67,6 +72,7 @@ class TrialReconstruction:
     field_of_view: tuple[slice, slice]
     pixel_size_A: float
     dataset_path: Path
+    iterations_done: int | None  # None in files written before it was recorded
 
 
 def read_trial(folder: Path) -> TrialReconstruction:
@@ -81,4 +87,7 @@ def read_trial(folder: Path) -> TrialReconstruction:
             field_of_view=(slice(y0, y1), slice(x0, x1)),
             pixel_size_A=float(file.attrs["pixel_size_A"]),
             dataset_path=Path(str(file.attrs["dataset_path"])),
+            iterations_done=int(file.attrs["iterations_done"])
+            if "iterations_done" in file.attrs
+            else None,
         )

@@ -1,17 +1,21 @@
 """Report of a comparison study (``study.arms``) in ``reports/<study>/``, read from the
 arms' study storage:
 
-- ``arms.csv`` / ``arms.md``: one row per arm (dataset, dose, engines, trial counts, the
-  best trial's NRMSE, MSE, SSIM and FRC resolution, the iterations and reconstruction
-  seconds its curve took to come within 2% of its final NRMSE; timing: median seconds
+- ``arms.csv`` / ``arms.md``: one row per arm (dataset, dose, engines, the iterate its
+  objective scored (``objective_iterate``: final or best), trial counts, the best
+  trial's final NRMSE, MSE, SSIM and FRC resolution, its best iterate's iteration, NRMSE,
+  SSIM and FRC resolution, the iterations and reconstruction seconds its curve took to
+  come within 2% of its final NRMSE; timing: median seconds
   per iteration of its complete trials, median wall time per trial, trials per hour;
   the best trial's tuned parameters. Compile time and peak memory depend on what the
   worker ran before, so they are the engine benchmark's, ``reports/engines.md``);
-- ``best_nrmse.md``: best NRMSE pivoted engine × dataset/dose when arms differ in both;
+- ``best_nrmse.md``: the best trials' final and best-iterate NRMSE pivoted engine ×
+  dataset/dose when arms differ in both;
 - ``convergence.png``: each arm's best curve (NRMSE vs iteration and vs seconds);
 - ``best_reconstructions.png``: each arm's best projected potential;
 - one-parameter grid arms (sweeps): ``sweeps.csv`` / ``sweeps.md`` (per value: final
-  and minimum NRMSE, iterations to the sweep's threshold) and ``sweep_<arm>.png``;
+  NRMSE, the best iterate's iteration and NRMSE, iterations to the sweep's threshold)
+  and ``sweep_<arm>.png``;
   the findings of the phaser paper (§IV.2) tested on them;
 - two-parameter grid arms: ``grid_<arm>.png`` (final NRMSE map) and its table;
 - ``summary.md`` with everything above and the regenerating command.
@@ -34,17 +38,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ptyopt.benchmarks.report import environment_lines
 from ptyopt.study.arms import Arm
-from ptyopt.study.report import (
-    FigureSkipped,
-    best_images,
-    best_trial,
-    completed,
-    finished_span,
-    markdown_table,
-    save_figure,
-    short_names,
-    write_table,
-)
+from ptyopt.study.report.figures import FigureSkipped, best_images, save_figure
+from ptyopt.study.report.scores import best_iterate, final_scores
+from ptyopt.study.report.selection import best_trial, completed
+from ptyopt.study.report.summary import finished_span
+from ptyopt.study.report.tables import markdown_table, short_names, write_table
+from ptyopt.study.settings import objective_iterate
 
 #: A curve has reached its final NRMSE once it is within this factor of it.
 REACHED = 1.02
@@ -86,6 +85,15 @@ class ArmResult:
     def best(self) -> FrozenTrial | None:
         return None if self.study is None else best_trial(self.study)
 
+    @property
+    def iterate(self) -> str:
+        """The iterate the arm's objective scores: as run, else as configured."""
+        return (
+            self.arm.config.objective.iterate
+            if self.study is None
+            else objective_iterate(self.study)
+        )
+
 
 def curve(trial: FrozenTrial) -> pd.DataFrame:
     """The trial's convergence curve (iteration, seconds, nrmse, …); empty when missing."""
@@ -117,7 +125,8 @@ def arms_table(results: Sequence[ArmResult]) -> pd.DataFrame:
     for result in results:
         arm, best = result.arm, result.best
         states = [t.state for t in result.trials]
-        metrics = best.user_attrs.get("metrics", {}) if best else {}
+        metrics = final_scores(best) if best else {}
+        best_iteration, at_best = best_iterate(best) if best else (None, {})
         iterations, seconds = time_to_final(best) if best else (math.nan, math.nan)
         walls = [
             t.user_attrs["wall_time_s"] for t in result.trials if "wall_time_s" in t.user_attrs
@@ -130,6 +139,7 @@ def arms_table(results: Sequence[ArmResult]) -> pd.DataFrame:
                 "dataset": arm.config.dataset.name,
                 "dose_e_per_A2": arm.config.dataset.dose_e_per_A2,
                 "engines": _plan_kinds(arm),
+                "objective_iterate": result.iterate,
                 "complete": states.count(TrialState.COMPLETE),
                 "pruned": states.count(TrialState.PRUNED),
                 "failed": states.count(TrialState.FAIL),
@@ -138,6 +148,10 @@ def arms_table(results: Sequence[ArmResult]) -> pd.DataFrame:
                 "mse": metrics.get("mse"),
                 "ssim": metrics.get("ssim"),
                 "frc_resolution_A": metrics.get("frc_resolution_A"),
+                "best_iteration": best_iteration,
+                "best_nrmse": at_best.get("nrmse"),
+                "best_ssim": at_best.get("ssim"),
+                "best_frc_resolution_A": at_best.get("frc_resolution_A"),
                 "iterations_to_best": iterations,
                 "seconds_to_best": seconds,
                 "s_per_iteration": _median(result.complete, "seconds_per_iteration"),
@@ -161,7 +175,9 @@ def _short(value: Any) -> str:
 
 
 def pivot_best(table: pd.DataFrame) -> pd.DataFrame | None:
-    """Best NRMSE, engines × "dataset @ dose", when arms differ in both; else None."""
+    """The best trials' NRMSE at their final and at their best iterate (the lowest over
+    arms of each), (engines, iterate) × "dataset @ dose", when arms differ in both
+    engines and data; else None."""
     table = table.assign(
         data=[
             f"{d} @ {dose:.0e} e/Å²"
@@ -170,9 +186,13 @@ def pivot_best(table: pd.DataFrame) -> pd.DataFrame | None:
     )
     if table["engines"].nunique() < 2 or table["data"].nunique() < 2:
         return None
-    return table.pivot_table(
-        index="engines", columns="data", values="nrmse", aggfunc="min"
-    ).reset_index()
+    at = table.rename(columns={"nrmse": "final", "best_nrmse": "best"}).melt(
+        id_vars=["engines", "data"], value_vars=["final", "best"], var_name="iterate"
+    )
+    pivot = at.pivot_table(
+        index=["engines", "iterate"], columns="data", values="value", aggfunc="min"
+    )
+    return pivot.reindex(["final", "best"], level="iterate").reset_index()
 
 
 # --- sweeps ----------------------------------------------------------------------------
@@ -186,9 +206,10 @@ def _grid_params(result: ArmResult) -> list[str]:
 
 
 def sweep_rows(result: ArmResult) -> pd.DataFrame:
-    """Per value of a one-parameter grid arm: final NRMSE (NaN when the trial failed),
-    the curve's minimum and its iteration, and the iterations to reach the sweep's
-    threshold (:data:`SWEEP_THRESHOLD` × the median of the curves' minima; NaN if never)."""
+    """Per value of a one-parameter grid arm: final NRMSE (NaN unless the trial
+    completed), the best iterate's iteration and NRMSE (NaN if none was scored), and the
+    iterations to reach the sweep's threshold (:data:`SWEEP_THRESHOLD` × the median of
+    the curves' minima; NaN if never)."""
     (param,) = _grid_params(result)
     trials = [t for t in result.trials if param in t.params]
     curves = {t.number: curve(t) for t in trials}
@@ -198,17 +219,18 @@ def sweep_rows(result: ArmResult) -> pd.DataFrame:
     for t in sorted(trials, key=lambda t: t.params[param]):
         c = curves[t.number]
         below = c[c["nrmse"] <= threshold] if not c.empty else c
+        best_iteration, at_best = best_iterate(t)
         rows.append(
             {
                 "arm": result.arm.name,
                 "parameter": param.removeprefix("plan.engines.0."),
                 "value": t.params[param],
                 "state": t.state.name,
-                "final_nrmse": t.values[0] if t.state == TrialState.COMPLETE else math.nan,
-                "min_nrmse": c["nrmse"].min() if not c.empty else math.nan,
-                "min_at_iteration": c["iteration"].iloc[int(c["nrmse"].argmin())]
-                if not c.empty
+                "final_nrmse": final_scores(t).get("nrmse", math.nan)
+                if t.state == TrialState.COMPLETE
                 else math.nan,
+                "best_iteration": math.nan if best_iteration is None else best_iteration,
+                "best_nrmse": at_best.get("nrmse", math.nan),
                 "threshold": threshold,
                 "iterations_to_threshold": below["iteration"].iloc[0]
                 if not below.empty
@@ -296,7 +318,10 @@ def grid_table(result: ArmResult) -> pd.DataFrame:
     first, second = _grid_params(result)
     done = [t for t in result.complete if first in t.params and second in t.params]
     frame = pd.DataFrame(
-        [{first: t.params[first], second: t.params[second], "nrmse": t.values[0]} for t in done]
+        [
+            {first: t.params[first], second: t.params[second], "nrmse": final_scores(t)["nrmse"]}
+            for t in done
+        ]
     )
     return (
         frame.pivot_table(index=first, columns=second, values="nrmse")
@@ -399,7 +424,7 @@ def plot_sweep(result: ArmResult, rows: pd.DataFrame, path: Path) -> Path:
     )
     curves_ax.legend(fontsize="x-small")
     final_ax.plot(rows["value"], rows["final_nrmse"], "o-", label="final")
-    final_ax.plot(rows["value"], rows["min_nrmse"], "s--", ms=4, label="minimum along the curve")
+    final_ax.plot(rows["value"], rows["best_nrmse"], "s--", ms=4, label="best iterate")
     final_ax.set(xscale="log", xlabel=rows["parameter"].iloc[0], ylabel="NRMSE")
     final_ax.legend(fontsize="small")
     return save_figure(fig, path)
@@ -468,10 +493,14 @@ def write_comparison_report(
         "## Arms",
         "",
         (
-            "Best trial of each arm (all metrics from its final state); "
-            "`iterations_to_best` / `seconds_to_best`: when its curve first came within "
-            f"{REACHED - 1:.0%} of its final NRMSE (reconstruction seconds, scoring excluded). "
-            "Full table: [arms.csv](arms.csv)."
+            "Best trial of each arm by its objective, which scored the iterate in "
+            "`objective_iterate` (`final`: the end of the plan; `best`: the scored iterate "
+            "best in the objective's first metric, every objective taken from it). "
+            "`nrmse` … `frc_resolution_A`: its final iterate; `best_*`: its best iterate, "
+            "at iteration `best_iteration` (an oracle early stop: choosing it needs the "
+            "ground truth). `iterations_to_best` / `seconds_to_best`: when its curve first "
+            f"came within {REACHED - 1:.0%} of its final NRMSE (reconstruction seconds, "
+            "scoring excluded). Full table: [arms.csv](arms.csv)."
         ),
         "",
         markdown_table(table),
@@ -481,7 +510,12 @@ def write_comparison_report(
     if pivot is not None:
         (out_dir / "best_nrmse.md").write_text(markdown_table(pivot) + "\n")
         written.append(out_dir / "best_nrmse.md")
-        lines += ["## Best NRMSE by engine and dataset", "", markdown_table(pivot), ""]
+        lines += [
+            "## Best trials' NRMSE by engine and dataset (final and best iterate)",
+            "",
+            markdown_table(pivot),
+            "",
+        ]
     if (figure := plot_convergence(results, out_dir / "convergence.png")) is not None:
         written.append(figure)
         lines += ["## Convergence of the best trials", "", "![convergence](convergence.png)", ""]

@@ -1,20 +1,23 @@
 """The study runner: Optuna ask/tell driven by ptyopt itself.
 
 Each trial suggests its parameters, builds its plan, reconstructs the dataset (with an
-intermediate score every ``study.score_every`` iterations feeding the pruner), scores
-the result against the ground truth and writes its artifacts. A diverged or failed
-trial is told FAIL with the reason in its user attributes and the study goes on. The
-budget ``study.n_trials`` counts the trials in the storage (a failed trial that was
-retried gives its place to the retry), so workers sharing one storage share it;
-rerunning the same command resumes, and trials of dead workers are retried. Trials of
-one process share the compiled engine steps (hyperparameters are array arguments), and
-the persistent compilation cache serves other processes.
+intermediate score every ``study.score_every`` iterations feeding the pruner and its
+convergence curve), scores the result against the ground truth and writes its artifacts.
+Its values come from the final iterate or, with ``objective.iterate=best``, from the
+best scored iterate along its curve (kept while the trial runs, never scored again). A
+diverged or failed trial is told FAIL with the reason in its user attributes and the
+study goes on. The budget ``study.n_trials`` counts the trials in the storage (a failed
+trial that was retried gives its place to the retry), so workers sharing one storage
+share it; rerunning the same command resumes, and trials of dead workers are retried.
+Trials of one process share the compiled engine steps (hyperparameters are array
+arguments), and the persistent compilation cache serves other processes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import socket
 import statistics
@@ -22,7 +25,7 @@ import threading
 import time
 import traceback
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +41,19 @@ from ptyopt.data.dataset import PtychoDataset
 from ptyopt.data.file import DatasetFileError, read_dataset
 from ptyopt.engines.common import DivergenceError, IterationReport, run_plan
 from ptyopt.errors import ConfigError
-from ptyopt.initial import Measurements, measurements_from
+from ptyopt.initial import Measurements, ReconState, measurements_from
 from ptyopt.paths import compilation_cache, project_root
 from ptyopt.plan import check_bandlimit, parse_plan
 from ptyopt.study.artifacts import trial_dir, write_trial
 from ptyopt.study.components import make_pruner, make_sampler, make_storage, suggest
-from ptyopt.study.settings import StudyConfig, directions, plan_with, with_params
+from ptyopt.study.settings import (
+    OBJECTIVE_ITERATE,
+    StudyConfig,
+    directions,
+    objective_iterate,
+    plan_with,
+    with_params,
+)
 
 State = optuna.trial.TrialState
 
@@ -72,32 +82,66 @@ def score_metrics(
 CURVE_METRICS = ("nrmse", "ssim", "frc_resolution_A")
 
 
+@dataclass
+class ScoredIterate:
+    """One scored iterate of a trial. iteration: iterations done over the whole plan;
+    scores: every scalar score of :func:`score_metrics` and ``seconds``, the
+    reconstruction time up to this iterate (scoring excluded) [s]; state: the
+    reconstruction at this iterate (immutable JAX arrays: holding it copies nothing)."""
+
+    iteration: int
+    scores: dict[str, float]
+    state: ReconState
+
+    def as_user_attribute(self) -> dict:
+        """The user attribute ``best_iterate``: ``{iteration, metrics}``."""
+        return {"iteration": self.iteration, "metrics": self.scores}
+
+
+def _better(value: float, than: float, minimize: bool) -> bool:
+    """Whether ``value`` beats ``than`` in the direction; NaN never wins, and beats nothing."""
+    if math.isnan(value):
+        return False
+    return math.isnan(than) or (value < than if minimize else value > than)
+
+
+@dataclass
 class ConvergenceReporter:
     """Observer: every ``every`` iterations (over the whole plan) scores the current
-    state and appends it to :attr:`curve` (``iteration``, reconstruction ``seconds``
-    so far, and :data:`CURVE_METRICS`); in single-objective studies (``metric`` set)
-    it also reports that metric as the trial's intermediate value and prunes if told to."""
+    state and records it (:meth:`record`): the convergence :attr:`curve` (``iteration``,
+    reconstruction ``seconds`` so far, and :data:`CURVE_METRICS`), the :attr:`latest`
+    and the :attr:`best` iterate in the objective's first ``metric`` (its ``direction``;
+    the earliest on ties). With ``prune`` (single-objective studies) it also reports
+    ``metric`` as the trial's intermediate value and prunes if told to (``seconds`` is
+    never an intermediate value)."""
 
-    def __init__(
-        self,
-        trial: optuna.Trial,
-        metric: str | None,
-        every: int,
-        dataset: PtychoDataset,
-        measurements: Measurements,
-    ):
-        self.trial, self.metric, self.every = trial, metric, every
-        self.dataset, self.measurements = dataset, measurements
-        self.seconds = 0.0  # spent scoring, not reconstructing
-        self.started = time.perf_counter()
-        self.curve: dict[str, list[float]] = {
-            "iteration": [],
-            "seconds": [],
-            **{name: [] for name in CURVE_METRICS},
-        }
-        self.last: tuple[int, dict[str, float]] | None = (
-            None  # (iteration, all scores) of the latest scoring
-        )
+    trial: optuna.Trial
+    metric: str
+    direction: str
+    prune: bool
+    every: int
+    dataset: PtychoDataset
+    measurements: Measurements
+    seconds: float = 0.0  # spent scoring, not reconstructing
+    started: float = field(default_factory=time.perf_counter)
+    curve: dict[str, list[float]] = field(
+        default_factory=lambda: {"iteration": [], "seconds": [], **{m: [] for m in CURVE_METRICS}}
+    )
+    latest: ScoredIterate | None = None
+    best: ScoredIterate | None = None
+
+    def record(self, scored: ScoredIterate) -> None:
+        """Add a scored iterate to the curve; keep it if it is the best so far."""
+        self.latest = scored
+        self.curve["iteration"].append(scored.iteration)
+        for name in ("seconds", *CURVE_METRICS):
+            self.curve[name].append(scored.scores[name])
+        if self.best is None or _better(
+            scored.scores[self.metric],
+            self.best.scores[self.metric],
+            self.direction == "minimize",
+        ):
+            self.best = scored
 
     def __call__(self, report: IterationReport) -> None:
         step = report.state.iterations_done
@@ -105,13 +149,10 @@ class ConvergenceReporter:
             return
         scoring_started = time.perf_counter()
         scores = score_metrics(report.state.object, self.dataset, self.measurements)
-        self.last = (step, scores)
-        self.curve["iteration"].append(step)
-        self.curve["seconds"].append(scoring_started - self.started - self.seconds)
-        for name in CURVE_METRICS:
-            self.curve[name].append(scores[name])
+        reconstructing = scoring_started - self.started - self.seconds
+        self.record(ScoredIterate(step, {**scores, "seconds": reconstructing}, report.state))
         self.seconds += time.perf_counter() - scoring_started
-        if self.metric in scores:
+        if self.prune and self.metric in scores:
             self.trial.report(scores[self.metric], step)
             if self.trial.should_prune():
                 self.trial.set_user_attr("pruned_at", step)
@@ -142,14 +183,6 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     def timing(report: IterationReport) -> None:
         (first_iterations if report.iteration == 0 else other_iterations).append(report.seconds)
 
-    objective = work.config.objective.metrics
-    reporter = ConvergenceReporter(
-        trial,
-        objective[0] if len(objective) == 1 else None,
-        work.config.study.score_every,
-        work.dataset,
-        work.measurements,
-    )
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
     trial.set_user_attr("trial_dir", str(trial_dir(work.folder, trial.number)))
@@ -157,19 +190,35 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     if plan.bandlimit is not None:
         nyquist = work.measurements.nyquist_angle_mrad
         trial.set_user_attr("bandlimit_mrad", plan.bandlimit * nyquist)
-    reconstruction_started = time.perf_counter()
+    objective = work.config.objective
+    reporter = ConvergenceReporter(  # its clock starts the reconstruction's
+        trial,
+        objective.metrics[0],
+        directions(work.config)[0],
+        len(objective.metrics) == 1,
+        work.config.study.score_every,
+        work.dataset,
+        work.measurements,
+    )
     try:
         state = run_plan(plan, work.measurements, observers=[timing, reporter])
-    finally:  # pruned and diverged trials keep their curve so far
+    except BaseException:  # pruned and diverged trials keep their curve and best so far
         trial.set_user_attr("curve", reporter.curve)
-    reconstruction_s = time.perf_counter() - reconstruction_started - reporter.seconds
-    last_scored = reporter.last is not None and reporter.last[0] == state.iterations_done
-    scores = (
-        dict(reporter.last[1])
-        if last_scored
-        else score_metrics(state.object, work.dataset, work.measurements)
-    )
-    scores["seconds"] = reconstruction_s
+        if reporter.best is not None:
+            trial.set_user_attr("best_iterate", reporter.best.as_user_attribute())
+        raise
+    reconstruction_s = time.perf_counter() - reporter.started - reporter.seconds
+    if reporter.latest is None or reporter.latest.iteration != state.iterations_done:
+        scores = score_metrics(state.object, work.dataset, work.measurements)
+        reporter.record(
+            ScoredIterate(state.iterations_done, {**scores, "seconds": reconstruction_s}, state)
+        )
+    final, best = reporter.latest, reporter.best  # the final iterate ends the curve
+    # the final iterate's time is the whole reconstruction's, in its scores (which best
+    # shares when it is the final iterate) and at the end of the curve
+    final.scores["seconds"] = reconstruction_s
+    reporter.curve["seconds"][-1] = reconstruction_s
+    trial.set_user_attr("curve", reporter.curve)
     typical = statistics.median(other_iterations) if other_iterations else 0.0
     compile_s = sum(max(0.0, first - typical) for first in first_iterations)
     resolved = {
@@ -177,21 +226,27 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
         "plan": trial_plan,
         "params": params,
     }
+    if objective.iterate == "best":
+        chosen = best
+        recorded = {"final": final.scores, "best_iterate": best.as_user_attribute()}
+    else:
+        chosen, recorded = final, final.scores
     write_trial(
         trial_dir(work.folder, trial.number),
-        state,
+        chosen.state,
         work.measurements,
         work.dataset_path,
-        scores,
+        recorded,
         resolved,
     )
-    trial.set_user_attr("metrics", scores)
+    trial.set_user_attr("metrics", final.scores)
+    trial.set_user_attr("best_iterate", best.as_user_attribute())
     trial.set_user_attr("reconstruction_s", reconstruction_s)
     trial.set_user_attr("intermediate_scoring_s", reporter.seconds)
     trial.set_user_attr("compile_time_s", compile_s)
     trial.set_user_attr("seconds_per_iteration", typical)
     trial.set_user_attr("wall_time_s", time.perf_counter() - started)
-    return [scores[name] for name in objective]
+    return [chosen.scores[name] for name in objective.metrics]
 
 
 def open_study(
@@ -200,8 +255,9 @@ def open_study(
     pruner: optuna.pruners.BasePruner,
     folder: Path,
 ) -> optuna.Study:
-    """Create or load the study in its storage; a new study gets its metric names and
-    its baseline trials enqueued."""
+    """Create or load the study in its storage; a new study gets its metric names, its
+    ``objective_iterate`` (user attribute) and its baseline trials enqueued. Resuming a
+    study with another ``objective.iterate`` than it was run with is a ConfigError."""
     study = optuna.create_study(
         storage=make_storage(config.storage, folder),
         sampler=sampler,
@@ -214,8 +270,14 @@ def open_study(
         with warnings.catch_warnings():  # metric names are "experimental" since Optuna 3.2
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(config.objective.metrics))
+        study.set_user_attr(OBJECTIVE_ITERATE, config.objective.iterate)
         for baseline in config.study.baseline_trials:
             study.enqueue_trial(dict(baseline), skip_if_exists=True)
+    if (used := objective_iterate(study)) != config.objective.iterate:
+        raise ConfigError(
+            f"objective.iterate: study {config.study.name!r} was run with "
+            f"objective.iterate={used}; resume it with that, or choose another study.name"
+        )
     return study
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,6 +21,9 @@ from ptyopt.data.recipe import DatasetRecipe, recipe_from_mapping, recipe_sampli
 from ptyopt.errors import ConfigError
 from ptyopt.plan import Plan, check_bandlimit, parse_plan
 from ptyopt.schema import to_dataclass
+
+if TYPE_CHECKING:
+    import optuna
 
 METRIC_DIRECTIONS = {
     "nrmse": "minimize",
@@ -33,6 +36,9 @@ SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2", "gp")
 PRUNERS = ("median", "percentile", "hyperband", "none")
 STORAGES = ("journal", "sqlite", "postgres")
 PARAMETER_TYPES = ("float", "int", "categorical")
+ITERATES = ("final", "best")
+#: Study user attribute: the ``objective.iterate`` the study is run with.
+OBJECTIVE_ITERATE = "objective_iterate"
 
 
 @dataclass
@@ -54,10 +60,14 @@ class StudySettings:
 @dataclass
 class ObjectiveSettings:
     """metrics: what each trial returns, one objective each (several: multi-objective);
-    directions: ``minimize``/``maximize`` per metric (``null``: the metric's natural one)."""
+    directions: ``minimize``/``maximize`` per metric (``null``: the metric's natural one);
+    iterate: which scored iterate of a trial gives its values, ``final`` (the end of the
+    plan) or ``best`` (the scored iterate best in the first metric; every metric is then
+    taken from that iterate, ``seconds`` being the reconstruction time up to it)."""
 
     metrics: list[str] = field(default_factory=lambda: ["nrmse"])
     directions: Any = None
+    iterate: str = "final"
 
 
 @dataclass
@@ -299,6 +309,17 @@ def validate(values: DictConfig) -> tuple[StudyConfig, dict]:
             "objective.metrics",
             f"unknown metric {metric!r}; choose from {sorted(METRIC_DIRECTIONS)}",
         )
+    _require(
+        o.iterate in ITERATES,
+        "objective.iterate",
+        f"must be one of {list(ITERATES)}, got {o.iterate!r}",
+    )
+    _require(
+        o.iterate == "final" or o.metrics[0] != "seconds",
+        "objective.iterate",
+        "best picks the iterate by the first metric, which must score the reconstruction, "
+        "not seconds (they only grow along a run)",
+    )
     if o.directions is not None:
         _require(
             list(o.directions)
@@ -340,3 +361,9 @@ def directions(config: StudyConfig) -> list[str]:
     return list(
         config.objective.directions or [METRIC_DIRECTIONS[m] for m in config.objective.metrics]
     )
+
+
+def objective_iterate(study: optuna.Study) -> str:
+    """The ``objective.iterate`` that ``study`` was run with (``final`` for studies that
+    predate the setting, when the final iterate was the only one)."""
+    return study.user_attrs.get(OBJECTIVE_ITERATE, "final")

@@ -1,0 +1,293 @@
+"""Figures of a study report: ``history.png``, ``importances.png``, ``pareto.png`` (two
+objectives) and ``best_reconstruction.png`` (the best trial's projected potential beside
+the ground truth and their difference). A figure that cannot be drawn raises
+:class:`FigureSkipped` with the reason instead of an exception from deep inside."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from ptyopt.data.file import DatasetFileError, read_dataset
+from ptyopt.metrics import (
+    object_potential_V_A,
+    remove_gauge,
+    score_projected_potential,
+    truth_on_fov,
+)
+from ptyopt.study.artifacts import read_trial
+from ptyopt.study.report.scores import best_iterate, final_scores
+from ptyopt.study.report.selection import best_trial, completed, pareto_front
+from ptyopt.study.report.tables import Columns
+from ptyopt.study.settings import objective_iterate
+
+_DPI = 110
+
+
+class FigureSkipped(Exception):
+    """A figure cannot be drawn for this study; the message says why."""
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Render ``fig`` with the Agg backend (no display) to ``path``."""
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+    return path
+
+
+def _running_best(values: np.ndarray, direction: StudyDirection) -> np.ndarray:
+    """Best value so far along ``values`` for ``direction``."""
+    accumulate = (
+        np.minimum.accumulate if direction == StudyDirection.MINIMIZE else np.maximum.accumulate
+    )
+    return accumulate(values)
+
+
+def _other_iterate(study: optuna.Study) -> tuple[str, str, Callable[[FrozenTrial], dict]]:
+    """(the iterate the objective scored, the other one, the other one's scores of a trial)."""
+    if objective_iterate(study) == "best":
+        return "best", "final", final_scores
+    return "final", "best", lambda trial: best_iterate(trial)[1]
+
+
+def plot_history(study: optuna.Study, columns: Columns, path: Path) -> Path:
+    """Objective value per trial number (completed trials; pruned ones with their last
+    reported value in grey), the same metric at the other iterate (best or final) where
+    recorded, and the running best, one panel per objective."""
+    done = completed(study)
+    if not done:
+        raise FigureSkipped("no completed trial")
+    scored, other, other_scores = _other_iterate(study)
+    pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if t.values]
+    fig = Figure(figsize=(6.4, 2.8 * len(columns.objectives)), layout="constrained")
+    axes = fig.subplots(len(columns.objectives), 1, squeeze=False, sharex=True)[:, 0]
+    numbers = np.array([t.number for t in done])
+    for i, (ax, name, direction) in enumerate(
+        zip(axes, columns.objectives, study.directions, strict=True)
+    ):
+        values = np.array([t.values[i] for t in done])
+        if pruned:
+            ax.plot(
+                [t.number for t in pruned],
+                [t.values[i] for t in pruned],
+                "x",
+                color="0.6",
+                label="pruned (last value)",
+            )
+        ax.plot(numbers, values, "o", ms=4, label=f"completed ({scored} iterate)")
+        at_other = [(t.number, s[name]) for t in done if name in (s := other_scores(t))]
+        if at_other:
+            ax.plot(*zip(*at_other, strict=True), "_", ms=9, color="C2", label=f"{other} iterate")
+        ax.step(
+            numbers,
+            _running_best(values, direction),
+            where="post",
+            color="C3",
+            label=f"running best ({direction.name.lower()})",
+        )
+        ax.set_ylabel(name)
+        ax.legend(fontsize="small")
+    axes[-1].set_xlabel("trial number")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(f"history of {study.study_name}")
+    return save_figure(fig, path)
+
+
+def varied_params(trials: Sequence[FrozenTrial]) -> list[str]:
+    """Parameters present in every trial of ``trials`` that take more than one value."""
+    if not trials:
+        return []
+    common = set.intersection(*(set(t.params) for t in trials))
+    return sorted(name for name in common if len({repr(t.params[name]) for t in trials}) > 1)
+
+
+def param_importances(study: optuna.Study) -> list[dict[str, float]]:
+    """Importances (Optuna's default evaluator, PED-ANOVA, which reads lower as better)
+    of the varied parameters, one mapping per objective; raises FigureSkipped when they
+    cannot be computed."""
+    done = completed(study)
+    if len(done) < 2:
+        raise FigureSkipped(f"needs at least 2 completed trials, the study has {len(done)}")
+    params = varied_params(done)
+    if not params:
+        raise FigureSkipped("no parameter varies across the completed trials")
+    signs = [1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions]
+    try:
+        with warnings.catch_warnings():  # the targets are already "lower is better"
+            warnings.filterwarnings(
+                "ignore", message="PedAnovaImportanceEvaluator computes", category=UserWarning
+            )
+            return [
+                optuna.importance.get_param_importances(
+                    study, params=params, target=lambda t, i=i, s=s: s * t.values[i]
+                )
+                for i, s in enumerate(signs)
+            ]
+    except (ValueError, RuntimeError, ImportError) as err:
+        raise FigureSkipped(f"importance evaluation failed: {err}") from err
+
+
+def plot_importances(study: optuna.Study, columns: Columns, path: Path) -> Path:
+    """Horizontal bars of parameter importance, one panel per objective."""
+    importances = param_importances(study)
+    n_params = len(importances[0])
+    fig = Figure(figsize=(6.4 * len(importances), 0.45 * n_params + 1.2), layout="constrained")
+    axes = fig.subplots(1, len(importances), squeeze=False)[0]
+    for ax, name, values in zip(axes, columns.objectives, importances, strict=True):
+        ordered = sorted(values.items(), key=lambda item: item[1])
+        ax.barh([columns.params[p] for p, _ in ordered], [v for _, v in ordered])
+        ax.set_xlabel(f"importance for {name}")
+    return save_figure(fig, path)
+
+
+def plot_pareto(study: optuna.Study, columns: Columns, path: Path) -> Path:
+    """Both objectives of every completed trial, the Pareto front highlighted and labelled."""
+    if len(study.directions) != 2:
+        raise FigureSkipped(f"only drawn for 2 objectives, the study has {len(study.directions)}")
+    done, front = completed(study), pareto_front(study)
+    if not done:
+        raise FigureSkipped("no completed trial")
+    fig = Figure(figsize=(5.6, 4.4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(
+        [t.values[0] for t in done],
+        [t.values[1] for t in done],
+        "o",
+        color="0.7",
+        ms=4,
+        label="completed",
+    )
+    front_xy = sorted((t.values[0], t.values[1], t.number) for t in front)
+    ax.plot(
+        [x for x, _, _ in front_xy],
+        [y for _, y, _ in front_xy],
+        "o-",
+        color="C3",
+        label="Pareto front",
+    )
+    for x, y, number in front_xy:
+        ax.annotate(
+            str(number), (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small"
+        )
+    ax.set_xlabel(f"{columns.objectives[0]} ({study.directions[0].name.lower()})")
+    ax.set_ylabel(f"{columns.objectives[1]} ({study.directions[1].name.lower()})")
+    ax.legend(fontsize="small")
+    return save_figure(fig, path)
+
+
+@dataclass(frozen=True)
+class BestImages:
+    """The best trial's projected potential, the registered ground truth and their
+    difference over the field of view [V·Å], each with its gauge (offset and linear
+    ramp, as in the scoring) removed; ``iteration``: the iterate the trial saved (its
+    final or best one), ``None`` when its file does not say."""
+
+    number: int
+    reconstruction: np.ndarray
+    truth: np.ndarray
+    pixel_size_A: float
+    nrmse: float
+    iteration: int | None
+
+    @property
+    def difference(self) -> np.ndarray:
+        return self.reconstruction - self.truth
+
+
+def best_images(trial: FrozenTrial) -> BestImages:
+    """Read the trial folder and its dataset; the ground truth is tiled onto the object
+    grid and moved by the registration shift used for scoring. Raises FigureSkipped
+    when the folder, the dataset or its ground truth is missing."""
+    folder = trial.user_attrs.get("trial_dir")
+    if not folder:
+        raise FigureSkipped(f"trial {trial.number} has no `trial_dir` user attribute")
+    try:
+        recon = read_trial(Path(folder))
+        dataset = read_dataset(recon.dataset_path)
+    except (OSError, KeyError, DatasetFileError) as err:
+        raise FigureSkipped(f"artifacts of trial {trial.number} unreadable: {err}") from err
+    truth = dataset.ground_truth
+    if truth is None:
+        raise FigureSkipped(f"dataset {recon.dataset_path} has no ground truth")
+    potential = object_potential_V_A(recon.object, truth.sigma_per_V_A).sum(axis=0)
+    score = score_projected_potential(
+        potential, truth.projected_V_A, recon.origin_px, recon.field_of_view
+    )
+    target = truth_on_fov(
+        truth.projected_V_A,
+        potential.shape,
+        np.add(recon.origin_px, score.shift_px),
+        recon.field_of_view,
+    )
+    return BestImages(
+        trial.number,
+        remove_gauge(potential[recon.field_of_view]),
+        target,
+        recon.pixel_size_A,
+        score.nrmse,
+        recon.iterations_done,
+    )
+
+
+def plot_best_reconstruction(study: optuna.Study, columns: Columns, path: Path) -> Path:
+    """Best trial's projected potential, the ground truth on the same grid and their
+    difference, cropped to the field of view, with colour bars in V·Å."""
+    trial = best_trial(study)
+    if trial is None:
+        raise FigureSkipped("no completed trial")
+    images = best_images(trial)
+    h, w = images.reconstruction.shape
+    extent = (0.0, w * images.pixel_size_A, h * images.pixel_size_A, 0.0)
+    limit = max(np.abs(images.reconstruction).max(), np.abs(images.truth).max())
+    diff_limit = float(np.abs(images.difference).max()) or 1.0
+    panels = [
+        ("reconstruction", images.reconstruction, "magma", -limit, limit),
+        ("ground truth (registered)", images.truth, "magma", -limit, limit),
+        ("difference", images.difference, "RdBu_r", -diff_limit, diff_limit),
+    ]
+    fig = Figure(figsize=(13, 4.2), layout="constrained")
+    for ax, (title, image, cmap, vmin, vmax) in zip(fig.subplots(1, 3), panels, strict=True):
+        shown = ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, extent=extent)
+        fig.colorbar(shown, ax=ax, label="projected potential [V·Å]", shrink=0.85)
+        ax.set_title(title)
+        ax.set_xlabel("x [Å]")
+        ax.set_ylabel("y [Å]")
+    at = "" if images.iteration is None else f", iteration {images.iteration}"
+    fig.suptitle(
+        f"trial {images.number}{at}: field of view, offset and ramp removed, "
+        f"NRMSE {images.nrmse:.4g}"
+    )
+    return save_figure(fig, path)
+
+
+#: File name, heading and drawing function of every figure, in report order.
+FIGURES: tuple[tuple[str, str, Callable[[optuna.Study, Columns, Path], Path]], ...] = (
+    ("history.png", "Optimisation history", plot_history),
+    ("importances.png", "Parameter importances", plot_importances),
+    ("pareto.png", "Pareto front", plot_pareto),
+    ("best_reconstruction.png", "Best reconstruction", plot_best_reconstruction),
+)
+
+
+def write_figures(study: optuna.Study, columns: Columns, out_dir: Path) -> dict[str, Path | str]:
+    """Draw every figure of :data:`FIGURES` into ``out_dir``: file name → written path,
+    or the reason it was skipped (a stale file from an earlier report is removed)."""
+    outcome: dict[str, Path | str] = {}
+    for name, _, draw in FIGURES:
+        path = out_dir / name
+        path.unlink(missing_ok=True)
+        try:
+            outcome[name] = draw(study, columns, path)
+        except FigureSkipped as skipped:
+            outcome[name] = str(skipped)
+    return outcome

@@ -1,0 +1,140 @@
+"""Columns and the trials table of a study report (``trials.csv`` / ``trials.md``): one
+row per trial with its number, state, objective values, parameters under short unique
+names, the final iterate's scores (``metrics`` user attribute), the best iterate's
+iteration and scores (``best_iteration``, ``best_<metric>``), timings, host,
+``fail_reason`` / ``pruned_at``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial
+
+from ptyopt.study.report.scores import best_iterate, final_scores
+
+#: Column of the best iterate's iteration (over the whole plan).
+BEST_ITERATION = "best_iteration"
+#: User attributes shown as columns after the metrics, in this order.
+ATTR_COLUMNS = ("wall_time_s", "compile_time_s", "host", "fail_reason", "pruned_at")
+
+
+# --- column names ----------------------------------------------------------------------
+
+
+def short_names(names: Iterable[str], min_parts: int = 2) -> dict[str, str]:
+    """Map dotted names to their shortest unique suffixes of at least ``min_parts``
+    components, e.g. ``plan.engines.0.noise.epsilon`` → ``noise.epsilon``, growing to
+    ``0.noise.epsilon`` only where two names would otherwise collide."""
+    parts = {name: name.split(".") for name in dict.fromkeys(names)}
+    length = {name: min(min_parts, len(p)) for name, p in parts.items()}
+    while True:
+        suffix = {name: ".".join(parts[name][-length[name] :]) for name in parts}
+        seen: dict[str, list[str]] = {}
+        for name, short in suffix.items():
+            seen.setdefault(short, []).append(name)
+        growable = [
+            n
+            for group in seen.values()
+            if len(group) > 1
+            for n in group
+            if length[n] < len(parts[n])
+        ]
+        if not growable:
+            return suffix
+        for name in growable:
+            length[name] += 1
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Column names of the trials table.
+
+    objectives: one name per objective (metric names when set, else ``value`` or
+    ``value_<i>``). params: full parameter name → short unique name. metrics: key of
+    the ``metrics`` user attribute (final scores) → column (prefixed ``metrics.`` only
+    on a clash). best: score of the best iterate → column ``best_<score>`` (after
+    :data:`BEST_ITERATION`).
+    """
+
+    objectives: list[str]
+    params: dict[str, str]
+    metrics: dict[str, str]
+    best: dict[str, str]
+
+    @property
+    def all(self) -> list[str]:
+        return [
+            "number",
+            "state",
+            *self.objectives,
+            *self.params.values(),
+            *self.metrics.values(),
+            *([BEST_ITERATION] if self.best else []),
+            *self.best.values(),
+            *ATTR_COLUMNS,
+        ]
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """Metric names of the objectives when set, else ``value`` / ``value_<i>``."""
+    if study.metric_names:
+        return list(study.metric_names)
+    n = len(study.directions)
+    return ["value"] if n == 1 else [f"value_{i}" for i in range(n)]
+
+
+def study_columns(study: optuna.Study, trials: Sequence[FrozenTrial]) -> Columns:
+    """Column names for ``trials`` of ``study`` (parameters and scores in order of first
+    appearance)."""
+    objectives = objective_names(study)
+    params = short_names(name for trial in trials for name in trial.params)
+    taken = {"number", "state", *objectives, *params.values(), *ATTR_COLUMNS}
+    keys = dict.fromkeys(key for trial in trials for key in final_scores(trial))
+    metrics = {key: f"metrics.{key}" if key in taken else key for key in keys}
+    best_keys = dict.fromkeys(key for trial in trials for key in best_iterate(trial)[1])
+    return Columns(objectives, params, metrics, {key: f"best_{key}" for key in best_keys})
+
+
+# --- trials table ----------------------------------------------------------------------
+
+
+def _row(trial: FrozenTrial, columns: Columns) -> dict[str, Any]:
+    """One trial as a table row; anything missing is ``None``."""
+    values = trial.values or [None] * len(columns.objectives)
+    metrics = final_scores(trial)
+    best_iteration, best = best_iterate(trial)
+    row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
+    row.update(zip(columns.objectives, values, strict=True))
+    row.update({short: trial.params.get(name) for name, short in columns.params.items()})
+    row.update({column: metrics.get(key) for key, column in columns.metrics.items()})
+    if columns.best:
+        row[BEST_ITERATION] = best_iteration
+    row.update({column: best.get(key) for key, column in columns.best.items()})
+    row.update({attr: trial.user_attrs.get(attr) for attr in ATTR_COLUMNS})
+    return row
+
+
+def trials_table(study: optuna.Study) -> tuple[pd.DataFrame, Columns]:
+    """All trials of ``study`` as a table, one row per trial ordered by number, and its columns."""
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    columns = study_columns(study, trials)
+    return pd.DataFrame([_row(t, columns) for t in trials], columns=columns.all), columns
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """``table`` as a GitHub markdown table, numbers to 4 significant digits, blanks for missing."""
+    cells = table.astype(object).where(table.notna(), None)
+    return cells.to_markdown(index=False, floatfmt=".4g", missingval="")
+
+
+def write_table(table: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
+    """Write ``<stem>.csv`` and ``<stem>.md`` into ``out_dir``; return their paths."""
+    csv, md = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
+    table.to_csv(csv, index=False)
+    md.write_text(markdown_table(table) + "\n")
+    return [csv, md]
