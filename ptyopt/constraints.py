@@ -51,9 +51,7 @@ class ConstraintSpec:
 _soft_aperture = jax.jit(
     physics.soft_aperture, static_argnames=("shape", "sampling_A", "energy_eV", "dtype")
 )
-_bandlimit_mask = jax.jit(
-    physics.bandlimit_mask, static_argnames=("shape", "sampling_A", "fraction", "taper", "dtype")
-)
+_bandlimit_mask = jax.jit(physics.bandlimit_mask, static_argnames=("shape", "sampling_A", "dtype"))
 
 
 # ----------------------------------------------------------------------------- object

@@ -158,16 +158,16 @@ def bandlimit_mask(
 ) -> jnp.ndarray:
     """Band limit on an unshifted grid: 1 below ``fraction`` of the Nyquist frequency,
     0 above, with a raised-cosine edge of width ``taper``/sampling [1/Å] (abTEM's
-    anti-aliasing aperture for fraction 2/3, taper 0.01). ``fraction=None`` gives ones."""
+    anti-aliasing aperture for fraction 2/3, taper 0.01; taper 0 is a hard edge).
+    ``fraction=None`` gives ones. Fraction and taper may be traced arrays."""
     if fraction is None:
         return jnp.ones(shape, dtype)
     ky, kx = spatial_frequencies(shape, sampling_A, dtype)
     k = jnp.sqrt(ky**2 + kx**2)
     cutoff = fraction / (2 * sampling_A)
-    if taper <= 0:
-        return (k < cutoff).astype(dtype)
     width = taper / sampling_A
-    edge = 0.5 * (1 + jnp.cos(jnp.pi * (k - cutoff + width) / width))
+    safe_width = jnp.where(width > 0, width, 1.0)
+    edge = 0.5 * (1 + jnp.cos(jnp.pi * (k - cutoff + width) / safe_width))
     return jnp.where(k > cutoff, 0.0, jnp.where(k > cutoff - width, edge, 1.0)).astype(dtype)
 
 

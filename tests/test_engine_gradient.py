@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from ptyopt import metrics
+from ptyopt.engines import gradient
 from ptyopt.engines.common import DivergenceError, run_plan
 from ptyopt.initial import initial_state, measurements_from
 from ptyopt.plan import parse_plan
@@ -104,3 +107,19 @@ def test_divergence_is_a_clear_error(small_dataset):
     plan = gradient_plan(iterations=5, object_solver={"name": "sgd", "learning_rate": 1.0e12})
     with pytest.raises(DivergenceError, match=r"gradient engine diverged at iteration \d+"):
         reconstruct(small_dataset, plan)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("decay", [0.0, 0.9])
+def test_momentum_with_array_constants_is_optax_trace(decay, nesterov):
+    """SGD's momentum and Nesterov switch enter the compiled step as arrays; the
+    transformation is optax.trace's (decay 0: plain SGD) step for step."""
+    params = jnp.zeros(3, jnp.complex64)
+    ours = gradient._momentum(jnp.float32(decay), jnp.float32(nesterov))
+    reference = optax.trace(decay, nesterov)
+    state, expected_state = ours.init(params), reference.init(params)
+    for step in range(4):
+        g = jnp.asarray([1.0 + step, -2.0j, 0.5 - step * 1j], jnp.complex64)
+        update, state = ours.update(g, state)
+        expected, expected_state = reference.update(g, expected_state)
+        np.testing.assert_allclose(update, expected, rtol=1e-6)

@@ -73,8 +73,10 @@ def hyperparameters(
     extra: dict[str, float] | None = None,
 ) -> dict[str, jnp.ndarray]:
     """The values at ``iteration`` as float32 arrays (arguments of the compiled step):
-    every schedule, ``probe_on`` and ``positions_on`` switches, and ``extra`` values."""
+    every schedule, ``probe_on`` and ``positions_on`` switches, the position clip
+    ``max_step_px`` and ``extra`` values."""
     values = {name: schedule(iteration) for name, schedule in schedules.items()}
+    values["max_step_px"] = settings.position_correction.max_step_px
     values["probe_on"] = float(iteration >= settings.probe_update_start)
     start = settings.position_correction.start
     values["positions_on"] = float(start is not None and iteration >= start)
@@ -84,10 +86,10 @@ def hyperparameters(
 
 @dataclass(frozen=True)
 class ConventionalStructure:
-    """Everything static about a conventional engine's iteration besides array shapes."""
+    """Everything static about a conventional engine's iteration besides array shapes:
+    the noise model's name (every number is an array in ``hyper``)."""
 
     noise: str
-    max_step_px: float
 
 
 class ConventionalRunner:
@@ -106,9 +108,7 @@ class ConventionalRunner:
         self.iteration_fn = iteration_fn
         self.settings = settings
         self.measurements = measurements
-        self.structure = ConventionalStructure(
-            settings.noise.model, float(settings.position_correction.max_step_px)
-        )
+        self.structure = ConventionalStructure(settings.noise.model)
         self.schedules = base_schedules(settings) | {
             name: make_schedule(getattr(settings, name), name, settings.iterations)
             for name in scheduled

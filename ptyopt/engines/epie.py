@@ -25,8 +25,8 @@ the probe. For one position and a pure-phase object these are the exact adjoint
 (steepest-descent) directions of the loss, normalised. Position correction, when on,
 is the shared normalised gradient step of :mod:`ptyopt.engines.positions`, taken per
 group from the state before the group's update. Every number (β_O, β_P, ε, switches,
-position step) is an array argument of one compiled iteration (``lax.scan`` over
-groups); only the noise-model name and ``max_step_px`` are static.
+position step and clip) is an array argument of one compiled iteration (``lax.scan``
+over groups); only the noise-model name is static.
 """
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ def epie_iteration(
 ):
     """One pass over all groups. variables (object (S, H, W), probe (M, N, N), positions
     (P, 2)); indices/weights (n_groups, G); hyper: dict of scalar arrays beta_object,
-    beta_probe, epsilon, probe_on, position_step, positions_on. Returns the new variables
-    and the mean data loss per position (before each group's update)."""
+    beta_probe, epsilon, probe_on, position_step, positions_on, max_step_px. Returns the
+    new variables and the mean data loss per position (before each group's update)."""
     noise = noise_model(structure.noise)
 
     def group_step(carry, group):
@@ -137,7 +137,7 @@ def epie_iteration(
             noise.loss,
             hyper["epsilon"],
             hyper["position_step"],
-            structure.max_step_px,
+            hyper["max_step_px"],
             hyper["positions_on"],
         )
 

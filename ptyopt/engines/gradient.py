@@ -6,8 +6,9 @@ with respect to a complex array is the conjugate of the descent direction), each
 its own optax solver: ``adam``, ``sgd`` (momentum/Nesterov) or ``polyak_sgd`` (step
 min(lr, L/‖g‖²), i.e. f_min = 0). Positions use Adam with the position-correction
 step as learning rate, updated only for the group's positions and clipped to
-``max_step_px``. Learning rates, ε, weights and on/off switches are array arguments of
-one compiled iteration (``lax.scan`` over groups).
+``max_step_px``. Every number — learning rates, ε, weights, on/off switches, the solver
+constants (Adam's b1/b2, momentum, the Nesterov switch) and ``max_step_px`` — is an array
+argument of one compiled iteration (``lax.scan`` over groups); only names are static.
 """
 
 from __future__ import annotations
@@ -30,40 +31,55 @@ from ptyopt.schedules import make_schedule
 
 
 @dataclass(frozen=True)
-class SolverKind:
-    """The structural part of a solver (static in the compiled step)."""
-
-    name: str
-    momentum: float
-    nesterov: bool
-    b1: float
-    b2: float
-
-
-@dataclass(frozen=True)
 class Structure:
-    """Everything static about a gradient iteration besides array shapes."""
+    """Everything static about a gradient iteration besides array shapes: names only
+    (noise model, regularizers, the object's and the probe's solver); every number,
+    solver constants included, is an array in ``hyper``."""
 
     noise: str
     regularizers: tuple[str, ...]
-    object_solver: SolverKind
-    probe_solver: SolverKind
-    max_step_px: float
+    object_solver: str
+    probe_solver: str
 
 
-POSITION_SOLVER = SolverKind("adam", 0.0, False, 0.9, 0.999)
+SOLVER_CONSTANTS = ("momentum", "nesterov", "b1", "b2")
+"""The solver settings besides name and learning rate: ``hyper[f"{variable}_{name}"]``."""
+
+POSITION_SOLVER = {"b1": 0.9, "b2": 0.999, "momentum": 0.0, "nesterov": 0.0}
+"""The positions' solver: Adam with the default moments."""
 
 
-def _kind(solver: SolverSettings) -> SolverKind:
-    return SolverKind(solver.name, solver.momentum, solver.nesterov, solver.b1, solver.b2)
+def solver_constants(variable: str, solver: SolverSettings) -> dict[str, float]:
+    """``{variable}_{constant}`` → value for :data:`SOLVER_CONSTANTS` (``nesterov`` 0/1)."""
+    return {f"{variable}_{name}": float(getattr(solver, name)) for name in SOLVER_CONSTANTS}
 
 
-def _direction(kind: SolverKind, learning_rate) -> optax.GradientTransformationExtraArgs:
-    """Transformation whose output is the step to add (descent already applied)."""
-    if kind.name == "adam":
-        inner = optax.scale_by_adam(kind.b1, kind.b2)
-    elif kind.name == "sgd":
-        inner = optax.trace(kind.momentum, kind.nesterov) if kind.momentum > 0 else optax.identity()
+def _momentum(decay: jnp.ndarray, nesterov: jnp.ndarray) -> optax.GradientTransformation:
+    """Heavy-ball momentum t ← g + decay·t, stepping along t, or along g + decay·t when
+    ``nesterov`` is 1 (optax.trace with both as arrays; decay 0 is plain SGD)."""
+
+    def init(params):
+        return optax.TraceState(trace=jax.tree.map(jnp.zeros_like, params))
+
+    def update(updates, state, params=None):
+        trace = jax.tree.map(lambda g, t: g + decay * t, updates, state.trace)
+        out = jax.tree.map(
+            lambda g, t: (1 - nesterov) * t + nesterov * (g + decay * t), updates, trace
+        )
+        return out, optax.TraceState(trace=trace)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _direction(
+    name: str, learning_rate, constants: dict[str, jnp.ndarray]
+) -> optax.GradientTransformationExtraArgs:
+    """Transformation whose output is the step to add (descent already applied);
+    ``constants`` holds b1, b2, momentum, nesterov by their names."""
+    if name == "adam":
+        inner = optax.scale_by_adam(constants["b1"], constants["b2"])
+    elif name == "sgd":
+        inner = _momentum(constants["momentum"], constants["nesterov"])
     else:  # polyak_sgd: the step size is part of the direction
         return optax.chain(
             optax.scale_by_polyak(f_min=0.0, max_learning_rate=learning_rate), optax.scale(-1.0)
@@ -90,6 +106,9 @@ def gradient_iteration(
     Returns the new variables and states and the mean data loss per position."""
     noise = noise_model(structure.noise)
 
+    def constants(variable: str) -> dict[str, jnp.ndarray]:
+        return {name: hyper[f"{variable}_{name}"] for name in SOLVER_CONSTANTS}
+
     def group_step(carry, group):
         (obj, probe, positions), (s_obj, s_probe, s_pos) = carry
         idx, w = group
@@ -108,21 +127,15 @@ def gradient_iteration(
         (total, data), (g_obj, g_probe, g_pos) = jax.value_and_grad(
             loss_fn, argnums=(0, 1, 2), has_aux=True
         )(obj, probe, positions)
-        u_obj, s_obj = _direction(structure.object_solver, hyper["object_lr"]).update(
-            jnp.conj(g_obj), s_obj, obj, value=total
-        )
-        u_probe, s_probe = _direction(structure.probe_solver, hyper["probe_lr"]).update(
-            jnp.conj(g_probe), s_probe, probe, value=total
-        )
-        u_pos, s_pos = _direction(POSITION_SOLVER, hyper["position_step"]).update(
-            g_pos, s_pos, positions, value=total
-        )
+        object_step = _direction(structure.object_solver, hyper["object_lr"], constants("object"))
+        u_obj, s_obj = object_step.update(jnp.conj(g_obj), s_obj, obj, value=total)
+        probe_step = _direction(structure.probe_solver, hyper["probe_lr"], constants("probe"))
+        u_probe, s_probe = probe_step.update(jnp.conj(g_probe), s_probe, probe, value=total)
+        position_step = _direction("adam", hyper["position_step"], POSITION_SOLVER)
+        u_pos, s_pos = position_step.update(g_pos, s_pos, positions, value=total)
         in_group = jnp.zeros(positions.shape[0], positions.dtype).at[idx].max(w)[:, None]
-        u_pos = (
-            jnp.clip(u_pos, -structure.max_step_px, structure.max_step_px)
-            * in_group
-            * hyper["positions_on"]
-        )
+        clip = hyper["max_step_px"]
+        u_pos = jnp.clip(u_pos, -clip, clip) * in_group * hyper["positions_on"]
         moved = model.keep_windows_inside(positions + u_pos, probe.shape[-2:], obj.shape[-2:])
         new = (obj + u_obj, probe + u_probe * hyper["probe_on"], moved)
         return (new, (s_obj, s_probe, s_pos)), data
@@ -144,9 +157,11 @@ class GradientRunner:
         self.structure = Structure(
             settings.noise.model,
             tuple(r.name for r in self.regularizers),
-            _kind(settings.object_solver),
-            _kind(settings.probe_solver),
-            float(settings.position_correction.max_step_px),
+            settings.object_solver.name,
+            settings.probe_solver.name,
+        )
+        self.constants = solver_constants("object", settings.object_solver) | solver_constants(
+            "probe", settings.probe_solver
         )
         self.schedules = base_schedules(settings) | {
             "object_lr": make_schedule(
@@ -157,15 +172,17 @@ class GradientRunner:
             ),
         }
         self.propagators = state.propagators(measurements)
+        # a solver's initial state does not depend on its constants
         self.solver_states = (
-            _direction(self.structure.object_solver, 1.0).init(state.object),
-            _direction(self.structure.probe_solver, 1.0).init(state.probe),
-            _direction(POSITION_SOLVER, 1.0).init(state.positions_px),
+            _direction(settings.object_solver.name, 1.0, POSITION_SOLVER).init(state.object),
+            _direction(settings.probe_solver.name, 1.0, POSITION_SOLVER).init(state.probe),
+            _direction("adam", 1.0, POSITION_SOLVER).init(state.positions_px),
         )
 
     def _hyper(self, iteration: int) -> dict[str, jnp.ndarray]:
         weights = {f"weight_{r.name}": r.weight_at(iteration) for r in self.regularizers}
-        return hyperparameters(self.settings, self.schedules, iteration, weights)
+        extra = weights | self.constants
+        return hyperparameters(self.settings, self.schedules, iteration, extra)
 
     def iteration(
         self, state: ReconState, groups: Groups, iteration: int

@@ -279,7 +279,7 @@ def lsqml_iteration(
     """One pass over all groups. variables (object (S, H, W), probe (M, N, N), positions
     (P, 2)); indices/weights (n_groups, G); hyper: dict of scalar arrays beta_object,
     beta_probe, illum_reg_object, illum_reg_probe, epsilon, probe_on, position_step,
-    positions_on. Returns the new variables and the mean data loss per position
+    positions_on, max_step_px. Returns the new variables and the mean data loss per position
     (before each group's update)."""
     noise = noise_model(structure.noise)
 
@@ -302,7 +302,7 @@ def lsqml_iteration(
             noise.loss,
             hyper["epsilon"],
             hyper["position_step"],
-            structure.max_step_px,
+            hyper["max_step_px"],
             hyper["positions_on"],
         )
         return (obj, probe, positions), jnp.sum(w * losses) / jnp.maximum(jnp.sum(w), 1.0)

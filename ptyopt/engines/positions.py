@@ -24,7 +24,7 @@ def corrected_positions(
     loss: Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray],
     epsilon: jnp.ndarray,
     step_px: jnp.ndarray,
-    max_step_px: float,
+    max_step_px: jnp.ndarray,
     active: jnp.ndarray,
 ) -> jnp.ndarray:
     """Positions (P, 2) with the group's entries moved by −step·g/rms(g), each
