@@ -425,14 +425,16 @@ def frc_resolution_A(
     frequency_per_A: np.ndarray, correlation: np.ndarray, threshold: float | np.ndarray = 0.5
 ) -> float:
     """Resolution [Å] = 1/k where the FRC first falls below ``threshold`` (a number, or
-    a curve (R,) per ring), linear between rings (an empty ring counts as 0). inf if the
-    first ring is already below; 1/(finest ring) — a bound — if it never falls below."""
+    a curve (R,) per ring) from ring 1 on, linear between rings (an empty ring counts as
+    0): ring 0 (|k| < Δk/2) holds the zero frequency, which the gauge removal empties
+    and where a crystal has no lattice signal, so its noise does not decide. inf if
+    ring 1 is already below; 1/(finest ring) — a bound — if the FRC never falls below."""
     margin = np.nan_to_num(correlation, nan=0.0) - np.broadcast_to(threshold, correlation.shape)
-    below = np.flatnonzero(margin < 0)
+    below = np.flatnonzero(margin[1:] < 0) + 1
     if below.size == 0:
         return float(1.0 / frequency_per_A[-1])
     i = below[0]
-    if i == 0:
+    if i == 1:
         return float("inf")
     crossing = frequency_per_A[i - 1] + margin[i - 1] / (margin[i - 1] - margin[i]) * (
         frequency_per_A[i] - frequency_per_A[i - 1]
