@@ -8,13 +8,15 @@ Recipe (:func:`score_object`):
    then phase / σ → potential per slice (:func:`potential_on_fov`); the projection is
    the sum of the per-slice potentials, never the angle of a product;
 2. remove the gauge freedoms (constant offset and linear ramp) from both images;
-3. register: the shift s of the *periodic* ground truth that minimises the very
-   error that is scored, ‖r − G·t_s‖² (G removes the gauge), over the disc
-   |s| ≤ ``max_shift_px`` — every integer shift at once by FFTs on the cell grid
-   (never the global correlation peak: a crystal correlates at every lattice
-   vector), then Gauss–Newton on the exact Fourier-shifted cell to < 1e-6 px. An
-   optimum on the bound is recorded (``registration_on_bound``), never dropped: a
-   shift just past the bound scores as the matching small misregistration;
+3. register: the shift s of the *periodic* ground truth that minimises the scored
+   error up to a gain, min_c ‖r − c·G·t_s‖² (G removes the gauge; the gain is fitted
+   only here, so that a reconstruction of the wrong contrast is not moved to where
+   the truth has least energy in the FOV), over the disc |s| ≤ ``max_shift_px`` —
+   every integer shift at once by FFTs on the cell grid (never the global
+   correlation peak: a crystal correlates at every lattice vector), then
+   Gauss–Newton on the exact Fourier-shifted cell to < 1e-6 px. An optimum on the
+   bound is recorded (``registration_on_bound``), never dropped: a shift just past
+   the bound scores as the matching small misregistration;
 4. a phase is defined modulo 2π per pixel: each pixel of the projection (and of each
    slice) is taken at its representative nearest the registered truth (a no-op
    unless a pixel differs from it by more than π/σ; spatial unwrapping cannot follow
@@ -26,7 +28,8 @@ Recipe (:func:`score_object`):
 - ``ssim`` with the data range of the ground truth and a Gaussian window fixed in Å.
 - the FRC curve, with rings at least as wide as the crystal's reciprocal-lattice
   spacing: the resolution where it falls below 0.5 and where it falls below the
-  half-bit curve, and ``frc_area``, its mean up to Nyquist. The FRC cannot see a pure
+  half-bit curve (from ring 1 on: ring 0 holds the gauge-emptied zero frequency), and
+  ``frc_area``, its mean up to Nyquist. The FRC cannot see a pure
   low-pass blur (a smooth radial filter scales a whole ring, and a correlation ignores
   scale): it tells blur only where the blurred signal sinks below the noise. Never
   report it alone. The resolutions saturate at 2 pixels when the information limit
