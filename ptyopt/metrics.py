@@ -46,7 +46,7 @@ score costs a few milliseconds.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 from scipy.optimize import brentq
@@ -142,36 +142,50 @@ def truth_on_fov(
 
 
 class _PlacedTruth:
-    """A periodic cell (ny, nx) [V·Å] placed at ``origin`` (y, x) [px] on a grid, seen
-    through a FOV (h, w) given as pixel bounds (y0, y1, x0, x1). FOV pixel p shows
-    cell pixel (rows[p_y], cols[p_x]) of the cell moved to the origin, so for an
-    integer shift s, ⟨A, t_s⟩ over the FOV is the circular correlation of A folded
-    onto the cell grid with that cell. ``gauge_free_energy`` (ny, nx): ‖G·t_s‖² for
-    every integer shift s (index s mod n), G the removal of the gauge plane.
-    ``lattice_spacing_per_px``: :func:`reciprocal_spacing_per_A` in pixel units."""
+    """A periodic cell (…, ny, nx) [V·Å] placed at ``origin`` (y, x) [px] on a grid,
+    seen through a FOV (h, w) given as pixel bounds (y0, y1, x0, x1). FOV pixel p
+    shows cell pixel (rows[p_y], cols[p_x]) of the cell moved to the origin, so for
+    an integer shift s, ⟨A, t_s⟩ over the FOV is the circular correlation of A folded
+    onto the cell grid with that cell. For a single cell (ny, nx), computed when first
+    asked: ``gauge_free_energy`` (ny, nx), ‖G·t_s‖² for every integer shift s (index
+    s mod n), G the removal of the gauge plane; ``lattice_spacing_per_px``,
+    :func:`reciprocal_spacing_per_A` in pixel units."""
 
     def __init__(
         self, cell: np.ndarray, origin: tuple[float, float], fov: tuple[int, int, int, int]
     ) -> None:
-        self.cell_shape = ny, nx = cell.shape
+        self.cell = cell
+        self.cell_shape = ny, nx = cell.shape[-2:]
         self.origin = origin
         self.spectrum = np.fft.fft2(cell)
         self.rows, self.cols = np.arange(fov[0], fov[1]) % ny, np.arange(fov[2], fov[3]) % nx
         self.fold_index = (self.rows[:, None] * nx + self.cols[None, :]).ravel()
         self.basis = _gauge_basis(len(self.rows), len(self.cols))
-        placed = np.real(np.fft.ifft2(self.spectrum * _shift_ramp(self.cell_shape, origin)))
-        self.placed_conj = np.conj(np.fft.fft2(placed))
+
+    @cached_property
+    def _placed(self) -> np.ndarray:
+        return np.real(np.fft.ifft2(self.spectrum * _shift_ramp(self.cell_shape, self.origin)))
+
+    @cached_property
+    def placed_conj(self) -> np.ndarray:
+        return np.conj(np.fft.fft2(self._placed))
+
+    @cached_property
+    def gauge_free_energy(self) -> np.ndarray:
         # ‖G t_s‖² = ‖t_s‖² − Σ_k ⟨q_k, t_s⟩², ‖t_s‖² the folded FOV correlated with t²
         ones = np.ones((1, self.fold_index.size))
         energy = np.real(
-            np.fft.ifft2(np.fft.fft2(self.fold(ones)[0]) * np.conj(np.fft.fft2(placed**2)))
+            np.fft.ifft2(np.fft.fft2(self.fold(ones)[0]) * np.conj(np.fft.fft2(self._placed**2)))
         )
-        self.gauge_free_energy = energy - (self.correlate(self.basis.T) ** 2).sum(axis=0)
-        self.lattice_spacing_per_px = reciprocal_spacing_per_A(cell, 1.0)
+        return energy - (self.correlate(self.basis.T) ** 2).sum(axis=0)
+
+    @cached_property
+    def lattice_spacing_per_px(self) -> float:
+        return reciprocal_spacing_per_A(self.cell, 1.0)
 
     def fold(self, images: np.ndarray) -> np.ndarray:
         """FOV images (k, h·w) summed onto the cell grid → (k, ny, nx)."""
-        size = self.spectrum.size
+        size = self.cell_shape[0] * self.cell_shape[1]
         return np.stack(
             [np.bincount(self.fold_index, image, minlength=size) for image in images]
         ).reshape(-1, *self.cell_shape)
@@ -185,9 +199,9 @@ class _PlacedTruth:
         return _without_planes(flat, self.basis)
 
     def on_fov(self, shift_px: np.ndarray, derivatives: bool = False) -> np.ndarray:
-        """The truth t_s over the FOV (1, h·w) with the origin moved by ``shift_px``
-        (y, x), exactly as :func:`tile_periodic`; with ``derivatives``, also ∂t/∂s_y and
-        ∂t/∂s_x (3, h·w)."""
+        """The truth t_s over the FOV (S, h·w) (S = 1 for a single cell) with the origin
+        moved by ``shift_px`` (y, x), exactly as :func:`tile_periodic`; for a single
+        cell with ``derivatives``, also ∂t/∂s_y and ∂t/∂s_x (3, h·w)."""
         shifted = self.spectrum * _shift_ramp(self.cell_shape, np.add(self.origin, shift_px))
         if derivatives:
             fy = np.fft.fftfreq(self.cell_shape[0])[:, None]
@@ -203,7 +217,7 @@ def _place_truth(
     origin_px: tuple[float, float],
     fov: tuple[slice, slice],
 ) -> _PlacedTruth:
-    """The (cached) :class:`_PlacedTruth` of a cell (ny, nx) on a grid of ``shape``."""
+    """The (cached) :class:`_PlacedTruth` of a cell (…, ny, nx) on a grid of ``shape``."""
     cell = np.ascontiguousarray(cell, dtype=np.float64)
     (y0, y1, _), (x0, x1, _) = (fov[i].indices(shape[i]) for i in range(2))
     return _cached_placement(
@@ -217,7 +231,7 @@ def _place_truth(
 @lru_cache(maxsize=16)
 def _cached_placement(
     cell_bytes: bytes,
-    cell_shape: tuple[int, int],
+    cell_shape: tuple[int, ...],
     origin: tuple[float, float],
     fov: tuple[int, int, int, int],
 ) -> _PlacedTruth:
@@ -634,6 +648,7 @@ def score_object(
     )
     if slices.shape[0] != truth.potential_V_A.shape[0]:
         return score
-    target = truth_on_fov(truth.potential_V_A, geometry.shape, np.add(origin, score.shift_px), fov)
+    placed = _place_truth(truth.potential_V_A, geometry.shape, origin, fov)
+    target = placed.gauge_free(placed.on_fov(score.shift_px)).reshape(slices.shape)
     depth = nrmse(nearest_representative(remove_gauge(slices), target, period), target)
     return replace(score, depth_nrmse=tuple(depth.tolist()))
