@@ -65,7 +65,8 @@ def assert_degrade(scores):
 
 def test_truth_against_itself_is_perfect():
     s = score(TRUTH)
-    assert s.shift_px == (0.0, 0.0)
+    np.testing.assert_allclose(s.shift_px, 0.0, atol=1e-9)
+    assert not s.registration_on_bound
     assert s.nrmse < 1e-12 and s.mse < 1e-20 and s.nrmse_gain_fitted < 1e-6
     assert s.gain == pytest.approx(1.0) and s.ssim == pytest.approx(1.0)
     assert (
@@ -77,12 +78,13 @@ def test_truth_against_itself_is_perfect():
     assert s.frc_threshold == 0.5 and s.frc_resolution_A == pytest.approx(
         1 / s.frc_frequency_per_A[-1]
     )
+    assert s.frc_halfbit_resolution_A == s.frc_resolution_A and s.frc_area == pytest.approx(1.0)
 
 
 def test_fourier_shifted_copy_registers():
     s = score(shifted((0.37, -0.81)))
-    np.testing.assert_allclose(s.shift_px, (0.37, -0.81), atol=0.05)
-    assert s.nrmse < 0.03 and s.ssim > 0.999 and min(s.frc) > 0.99
+    np.testing.assert_allclose(s.shift_px, (0.37, -0.81), atol=1e-6)
+    assert s.nrmse < 1e-6 and s.ssim > 0.999999 and min(s.frc) > 0.999999
 
 
 def test_noise_degrades_scores_and_frc_resolution():
@@ -107,12 +109,19 @@ def test_blur_degrades_scores():
 @pytest.mark.parametrize("max_shift_px", [0.0, 3.0])
 def test_unregistered_shift_degrades_scores(max_shift_px):
     """Without registration (bound 0), or beyond the bound (4, 6 px > 3 px), a shift
-    degrades the scores; within the bound it is registered away."""
+    degrades the scores; within the bound it is registered away. Beyond the bound the
+    registration stops on it, in the direction of the shift, and says so."""
     steps = (0.0, 0.25, 0.5, 1.0, 2.0) if max_shift_px == 0 else (0.0, 4.0, 6.0)
     scores = [score(shifted((step, 0.5 * step)), max_shift_px) for step in steps]
-    assert all(s.shift_px == (0.0, 0.0) for s in scores)
+    if max_shift_px == 0:
+        assert all(s.shift_px == (0.0, 0.0) and not s.registration_on_bound for s in scores)
+    else:
+        assert [s.registration_on_bound for s in scores] == [False, True, True]
+        for s in scores[1:]:  # on the circle, towards the shift (not exactly: anisotropy)
+            assert np.hypot(*s.shift_px) == pytest.approx(3.0)
+            assert np.dot(s.shift_px, (2, 1)) / (3 * np.sqrt(5)) > 0.99
     assert_degrade(scores)
-    assert score(shifted((2.0, 1.0))).nrmse < 1e-3
+    assert score(shifted((2.0, 1.0))).nrmse < 1e-6
 
 
 def test_offset_and_ramp_do_not_change_scores():

@@ -30,6 +30,8 @@ METRIC_DIRECTIONS = {
     "mse": "minimize",
     "ssim": "maximize",
     "frc_resolution_A": "minimize",
+    "frc_halfbit_resolution_A": "minimize",
+    "frc_area": "maximize",
     "seconds": "minimize",
 }
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2", "gp")
