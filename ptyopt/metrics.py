@@ -54,6 +54,7 @@ from skimage.metrics import structural_similarity
 from skimage.restoration import unwrap_phase
 
 from ptyopt.data.dataset import GroundTruth
+from ptyopt.depth import localise_dopants
 from ptyopt.initial import Geometry
 
 
@@ -489,8 +490,15 @@ def ssim(recon: np.ndarray, target: np.ndarray, sampling_A: float, sigma_A: floa
 
 
 def nrmse(recon: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """‖r − t‖/‖t‖ over the last two axes of gauge-free images (…, h, w) → (…)."""
-    return np.linalg.norm(recon - target, axis=(-2, -1)) / np.linalg.norm(target, axis=(-2, -1))
+    """‖r − t‖/‖t‖ over the last two axes of gauge-free images (…, h, w) → (…); NaN
+    (undefined, without a warning) where the target is flat, e.g. a vacuum slice."""
+    norm = np.linalg.norm(target, axis=(-2, -1))
+    error = np.linalg.norm(recon - target, axis=(-2, -1))
+    return np.divide(error, norm, out=np.full(np.shape(norm), np.nan), where=norm > 0)
+
+
+DEPTH_SCALARS = ("depth_error_rms_A", "depth_error_max_A", "depth_fwhm_mean_A")
+"""The scalar scores of :class:`Score` that exist only for a ground truth with dopants."""
 
 
 @dataclass(frozen=True)
@@ -512,7 +520,11 @@ class Score:
     (:func:`halfbit_threshold`) and the resolution [Å] where the FRC falls below it.
     frc_area: mean of the FRC up to Nyquist (:func:`frc_area`; 1 is perfect).
     depth_nrmse: NRMSE of each slice against its ground-truth slice (S,); empty when
-    the slice counts differ or only a projection was scored.
+    the slice counts differ or only a projection was scored (NaN for a vacuum slice).
+    depth_error_rms_A, depth_error_max_A, depth_fwhm_mean_A: depth localisation of the
+    ground truth's dopants (:func:`ptyopt.depth.localise_dopants`), rms and largest
+    |error| of their recovered depths and mean FWHM [Å]; dopant_depth_A, dopant_fwhm_A:
+    per dopant [Å]. NaN / empty without dopants or for a single-slice reconstruction.
     """
 
     nrmse: float
@@ -530,10 +542,21 @@ class Score:
     frc_halfbit_resolution_A: float = float("nan")
     frc_area: float = float("nan")
     depth_nrmse: tuple[float, ...] = ()
+    depth_error_rms_A: float = float("nan")
+    depth_error_max_A: float = float("nan")
+    depth_fwhm_mean_A: float = float("nan")
+    dopant_depth_A: tuple[float, ...] = ()
+    dopant_fwhm_A: tuple[float, ...] = ()
 
     def scalars(self) -> dict[str, float]:
-        """The single-number scores by name (for ``metrics.json``)."""
-        return {name: float(value) for name, value in asdict(self).items() if np.isscalar(value)}
+        """The single-number scores by name (for ``metrics.json``); the depth
+        localisation's only where dopants were localised."""
+        skipped = () if self.dopant_depth_A else DEPTH_SCALARS
+        return {
+            name: float(value)
+            for name, value in asdict(self).items()
+            if np.isscalar(value) and name not in skipped
+        }
 
 
 def compare(
@@ -629,13 +652,34 @@ def score_object(
     object_slices: np.ndarray, truth: GroundTruth, geometry: Geometry, margin_px: int = 2, **options
 ) -> Score:
     """Scores of a reconstruction (S, H, W) complex against the ground truth over the
-    scanned FOV shrunk by ``margin_px``: the projected potential (the sum of the slices
-    of :func:`potential_on_fov`) as :func:`score_projected_potential` (``options`` go
-    there), plus the depth profile, each slice scored with the projection's shift."""
-    fov, origin = geometry.field_of_view(margin_px), tuple(geometry.origin_px)
+    scanned FOV of ``geometry`` shrunk by ``margin_px`` (:func:`score_on_field`)."""
+    return score_on_field(
+        object_slices,
+        truth,
+        tuple(geometry.origin_px),
+        geometry.field_of_view(margin_px),
+        **options,
+    )
+
+
+def score_on_field(
+    object_slices: np.ndarray,
+    truth: GroundTruth,
+    origin_px: tuple[float, float],
+    field_of_view: tuple[slice, slice],
+    **options,
+) -> Score:
+    """Scores of a reconstruction (S, H, W) complex against the ground truth, whose
+    cell origin lies at object pixel ``origin_px``, over ``field_of_view``: the
+    projected potential (the sum of the slices of :func:`potential_on_fov`) as
+    :func:`score_projected_potential` (``options`` go there); the depth profile, each
+    slice scored with the projection's shift; and, for a ground truth with dopants and
+    a multislice reconstruction, their depth localisation with that shift (slices taken
+    as equal shares of the ground truth's thickness)."""
+    fov, origin = field_of_view, tuple(origin_px)
     slices = potential_on_fov(object_slices, truth.sigma_per_V_A, fov)
     period = 2 * np.pi / truth.sigma_per_V_A
-    projection = np.zeros(geometry.shape)  # on the object grid, as scored: only its FOV counts
+    projection = np.zeros(np.shape(object_slices)[-2:])  # on the object grid: only its FOV counts
     projection[fov] = slices.sum(axis=0)
     score = score_projected_potential(
         projection,
@@ -646,9 +690,43 @@ def score_object(
         phase_period_V_A=period,
         **options,
     )
+    if truth.dopants is not None and slices.shape[0] > 1:
+        score = replace(score, **_dopant_scores(slices, truth, origin, fov, score.shift_px))
     if slices.shape[0] != truth.potential_V_A.shape[0]:
         return score
-    placed = _place_truth(truth.potential_V_A, geometry.shape, origin, fov)
+    placed = _place_truth(truth.potential_V_A, np.shape(object_slices)[-2:], origin, fov)
     target = placed.gauge_free(placed.on_fov(score.shift_px)).reshape(slices.shape)
     depth = nrmse(nearest_representative(remove_gauge(slices), target, period), target)
     return replace(score, depth_nrmse=tuple(depth.tolist()))
+
+
+def _dopant_scores(
+    slices: np.ndarray,
+    truth: GroundTruth,
+    origin_px: tuple[float, float],
+    field_of_view: tuple[slice, slice],
+    shift_px: tuple[float, float],
+) -> dict:
+    """The depth-localisation fields of :class:`Score` for potentials (S, h, w) [V·Å]
+    over ``field_of_view``, each slice gauge-free, the truth's cell placed at
+    ``origin_px`` + ``shift_px``."""
+    rows, cols = field_of_view
+    height, width = slices.shape[-2:]
+    cell_A = truth.sampling_A * np.asarray(truth.potential_V_A.shape[-2:], dtype=np.float64)
+    found = localise_dopants(
+        remove_gauge(slices),
+        truth.dopants,
+        (float(cell_A[0]), float(cell_A[1])),
+        truth.slice_thickness_A * truth.potential_V_A.shape[0] / slices.shape[0],
+        truth.sampling_A,
+        (origin_px[0] - rows.start, origin_px[1] - cols.start),
+        (slice(0, height), slice(0, width)),
+        shift_px,
+    )
+    return dict(
+        depth_error_rms_A=found.depth_error_rms_A,
+        depth_error_max_A=found.depth_error_max_A,
+        depth_fwhm_mean_A=found.depth_fwhm_mean_A,
+        dopant_depth_A=tuple(d.depth_A for d in found.dopants),
+        dopant_fwhm_A=tuple(d.fwhm_A for d in found.dopants),
+    )

@@ -61,11 +61,8 @@ def reconstruct(dataset, plan, state=None):
     final = run_plan(
         plan, measurements, observers=[lambda report: losses.append(report.loss)], state=state
     )
-    truth = dataset.ground_truth
-    potential = metrics.object_potential_V_A(np.asarray(final.object), truth.sigma_per_V_A).sum(0)
-    geometry = measurements.geometry
-    score = metrics.score_projected_potential(
-        potential, truth.projected_V_A, tuple(geometry.origin_px), geometry.field_of_view(2)
+    score = metrics.score_object(
+        np.asarray(final.object), dataset.ground_truth, measurements.geometry
     )
     return final, losses, score
 

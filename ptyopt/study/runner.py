@@ -426,6 +426,12 @@ def run_study(config: StudyConfig, plan_values: dict, progress: bool = True) -> 
     dataset, dataset_path = dataset_for(config, progress)
     measurements = measurements_from(dataset)
     check_bandlimit(plan.bandlimit, measurements.nyquist_angle_mrad, measurements.semiangle_mrad)
+    depth = [m for m in config.objective.metrics if m in metrics.DEPTH_SCALARS]
+    if depth and dataset.ground_truth.dopants is None:
+        raise ConfigError(
+            f"objective.metrics: {depth[0]} scores the depth of dopants, and the ground "
+            f"truth of dataset {dataset.name!r} has none (use dataset=dopants)"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     with _budget_lock(folder):  # one worker at a time creates the study and its baselines
         study = open_study(config, sampler, pruner, folder)

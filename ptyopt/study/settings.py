@@ -32,6 +32,8 @@ METRIC_DIRECTIONS = {
     "frc_resolution_A": "minimize",
     "frc_halfbit_resolution_A": "minimize",
     "frc_area": "maximize",
+    "depth_error_rms_A": "minimize",
+    "depth_fwhm_mean_A": "minimize",
     "seconds": "minimize",
 }
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2", "gp")

@@ -19,12 +19,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from ptyopt.data.file import DatasetFileError, read_dataset
-from ptyopt.metrics import (
-    object_potential_V_A,
-    remove_gauge,
-    score_projected_potential,
-    truth_on_fov,
-)
+from ptyopt.metrics import potential_on_fov, remove_gauge, score_on_field, truth_on_fov
 from ptyopt.study.artifacts import read_trial
 from ptyopt.study.report.scores import best_iterate, final_scores
 from ptyopt.study.report.selection import best_trial, completed, pareto_front
@@ -219,19 +214,17 @@ def best_images(trial: FrozenTrial) -> BestImages:
     truth = dataset.ground_truth
     if truth is None:
         raise FigureSkipped(f"dataset {recon.dataset_path} has no ground truth")
-    potential = object_potential_V_A(recon.object, truth.sigma_per_V_A).sum(axis=0)
-    score = score_projected_potential(
-        potential, truth.projected_V_A, recon.origin_px, recon.field_of_view
-    )
+    score = score_on_field(recon.object, truth, recon.origin_px, recon.field_of_view)
+    potential = potential_on_fov(recon.object, truth.sigma_per_V_A, recon.field_of_view)
     target = truth_on_fov(
         truth.projected_V_A,
-        potential.shape,
+        recon.object.shape[-2:],
         np.add(recon.origin_px, score.shift_px),
         recon.field_of_view,
     )
     return BestImages(
         trial.number,
-        remove_gauge(potential[recon.field_of_view]),
+        remove_gauge(potential.sum(axis=0)),
         target,
         recon.pixel_size_A,
         score.nrmse,
