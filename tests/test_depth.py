@@ -12,6 +12,7 @@ import pytest
 from conftest import tiny_recipe
 from scipy.special import erf
 
+from ptyopt import metrics
 from ptyopt.data.dataset import DopantSite, DopantTable, Optics, PtychoDataset
 from ptyopt.data.file import DatasetFileError, read_dataset, write_dataset
 from ptyopt.data.recipe import derive_sampling, load_recipe, recipe_from_mapping, specimen_of
@@ -19,8 +20,8 @@ from ptyopt.data.simulate import displaced_configurations, scan_positions_A, sim
 from ptyopt.data.structures import RMS_DISPLACEMENT_A, build_specimen
 from ptyopt.depth import half_maximum_depth, localise_dopants
 from ptyopt.errors import ConfigError
-from ptyopt.initial import object_geometry
-from ptyopt.metrics import tile_periodic
+from ptyopt.initial import Geometry, object_geometry
+from ptyopt.metrics import score_object, tile_periodic
 
 FWHM_PER_SIGMA = 2 * np.sqrt(2 * np.log(2))
 
@@ -407,3 +408,38 @@ def test_no_excess_and_no_reference():
     tight = (slice(32, 44), slice(42, 54))  # holds the column's image, no other column
     with pytest.raises(ValueError, match="0 equivalent undoped columns"):
         localise_dopants(stack, sites, cell, DZ, DX, origin, tight)
+
+
+def test_the_scorer_localises_dopants_of_a_registered_object(doped_pair):
+    """score_object registers the projection, then localises the dopants per slice with
+    that shift: the truth, sub-pixel shifted and with a global phase per slice, scores
+    at the slicing limit; the same slices in reverse order put every dopant at the
+    mirrored depth; an undoped truth has no depth scores at all."""
+    dataset, undoped = doped_pair
+    truth = dataset.ground_truth
+    n = truth.potential_V_A.shape[-1]  # a field of view of two cells: the scan's is tiny
+    corners = np.array([[0.5 * n, 0.5 * n], [2.5 * n, 2.5 * n]])
+    geometry = Geometry(corners, np.array([3.0, 5.0]), (3 * n, 3 * n), (n, n))
+    dz = truth.slice_thickness_A
+
+    def object_of(potential, origin):
+        phases = np.exp(1j * np.arange(len(potential)))[:, None, None]
+        return np.exp(1j * truth.sigma_per_V_A * potential) * phases
+
+    shifted = tile_periodic(truth.potential_V_A, geometry.shape, geometry.origin_px + (0.4, -0.7))
+    exact = score_object(object_of(shifted, geometry.origin_px), truth, geometry)
+    assert exact.shift_px == pytest.approx((0.4, -0.7), abs=1e-6)
+    assert exact.depth_error_max_A <= dz / 2 + 1e-6
+    assert exact.depth_fwhm_mean_A == pytest.approx(dz, rel=0.05)
+    assert set(metrics.DEPTH_SCALARS) <= set(exact.scalars())
+
+    mirrored = score_object(object_of(shifted[::-1], geometry.origin_px), truth, geometry)
+    thickness = dz * len(truth.potential_V_A)
+    expected = [thickness - d for d in exact.dopant_depth_A]
+    assert mirrored.dopant_depth_A == pytest.approx(expected, abs=0.05 * dz)
+    assert mirrored.depth_error_rms_A > exact.depth_error_rms_A + dz / 2
+
+    plain = undoped.ground_truth
+    placed = tile_periodic(plain.potential_V_A, geometry.shape, geometry.origin_px)
+    undoped_score = score_object(np.exp(1j * plain.sigma_per_V_A * placed), plain, geometry)
+    assert not set(metrics.DEPTH_SCALARS) & set(undoped_score.scalars())
