@@ -50,6 +50,8 @@ REACHED = 1.02
 #: A sweep's convergence threshold: this factor times the median over its values of
 #: each curve's lowest NRMSE (an error level a typical value reaches).
 SWEEP_THRESHOLD = 1.1
+#: Depth-localisation scores shown where an arm's ground truth has dopants.
+DEPTH_COLUMNS = ("depth_error_rms_A", "depth_fwhm_mean_A")
 #: phaser's findings (§IV.2) by parameter path suffix: "rate" (changes mainly the
 #: convergence rate: moderate values fastest, too large prevents convergence) or
 #: "quality" (changes mainly the final error, with an interior optimum).
@@ -148,6 +150,7 @@ def arms_table(results: Sequence[ArmResult]) -> pd.DataFrame:
                 "mse": metrics.get("mse"),
                 "ssim": metrics.get("ssim"),
                 "frc_resolution_A": metrics.get("frc_resolution_A"),
+                **{name: metrics[name] for name in DEPTH_COLUMNS if name in metrics},
                 "best_iteration": best_iteration,
                 "best_nrmse": at_best.get("nrmse"),
                 "best_ssim": at_best.get("ssim"),
@@ -231,6 +234,11 @@ def sweep_rows(result: ArmResult) -> pd.DataFrame:
                 else math.nan,
                 "best_iteration": math.nan if best_iteration is None else best_iteration,
                 "best_nrmse": at_best.get("nrmse", math.nan),
+                **{
+                    f"final_{name}": final_scores(t).get(name, math.nan)
+                    for name in DEPTH_COLUMNS
+                    if name in final_scores(t)
+                },
                 "threshold": threshold,
                 "iterations_to_threshold": below["iteration"].iloc[0]
                 if not below.empty

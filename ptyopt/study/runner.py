@@ -78,8 +78,10 @@ def score_metrics(
     ).scalars()
 
 
-#: Scores kept in a trial's convergence curve (user attribute ``curve``).
+#: Scores kept in a trial's convergence curve (user attribute ``curve``), and those kept
+#: too where the ground truth has them (its dopants' depth localisation).
 CURVE_METRICS = ("nrmse", "ssim", "frc_resolution_A")
+OPTIONAL_CURVE_METRICS = ("depth_error_rms_A", "depth_fwhm_mean_A")
 
 
 @dataclass
@@ -136,6 +138,9 @@ class ConvergenceReporter:
         self.curve["iteration"].append(scored.iteration)
         for name in ("seconds", *CURVE_METRICS):
             self.curve[name].append(scored.scores[name])
+        for name in OPTIONAL_CURVE_METRICS:
+            if name in scored.scores:
+                self.curve.setdefault(name, []).append(scored.scores[name])
         if self.best is None or _better(
             scored.scores[self.metric],
             self.best.scores[self.metric],
