@@ -58,11 +58,6 @@ from ptyopt.depth import localise_dopants
 from ptyopt.initial import Geometry
 
 
-def object_potential_V_A(object_slices: np.ndarray, sigma_per_V_A: float) -> np.ndarray:
-    """Projected potential per slice (S, H, W) [V·Å] = phase / σ of a complex object."""
-    return np.angle(np.asarray(object_slices)) / sigma_per_V_A
-
-
 def potential_on_fov(
     object_slices: np.ndarray, sigma_per_V_A: float, field_of_view: tuple[slice, slice]
 ) -> np.ndarray:

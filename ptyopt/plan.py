@@ -93,7 +93,8 @@ class GradientSettings(EngineSettings):
 
 @dataclass
 class EpieSettings(EngineSettings):
-    """ePIE/3PIE: step sizes β for object and probe (numbers or schedules)."""
+    """ePIE/3PIE: step sizes β for object and probe (numbers or schedules); on S slices
+    each slice's object step is β_O/S (:mod:`ptyopt.engines.epie`)."""
 
     SCHEDULED: ClassVar[tuple[str, ...]] = (
         "beta_object",

@@ -50,13 +50,8 @@ def thick():
 
 
 def nrmse(dataset, measurements, state) -> float:
-    potential = metrics.object_potential_V_A(state.object, dataset.ground_truth.sigma_per_V_A).sum(
-        0
-    )
-    geometry = measurements.geometry
-    truth = dataset.ground_truth.projected_V_A
-    return metrics.score_projected_potential(
-        potential, truth, tuple(geometry.origin_px), geometry.field_of_view(2)
+    return metrics.score_object(
+        np.asarray(state.object), dataset.ground_truth, measurements.geometry
     ).nrmse
 
 
@@ -74,9 +69,10 @@ def run(measurements, engine, state=None, **plan):
 
 def test_update_is_normalised_steepest_descent(thick):
     """For one position, a pure-phase object (max|O|² = 1) and the amplitude model, the
-    3PIE updates are exact adjoints: Δprobe = −∂L/∂P* and ΔO_n ∝ −∂L/∂O_n* with a
-    positive factor (1/max Σ|ψ_n|²), through 4 slices, 2 modes and a sub-pixel shift.
-    (Shapes as in the mixed-state test, so the compiled step is shared.)"""
+    3PIE updates are exact adjoints: Δprobe = −∂L/∂P* and ΔO_n = −∂L/∂O_n* / (S·max
+    Σ_modes|ψ_n|²) (β_O/S with β_O = 1, the module docstring's equations), through S = 4
+    slices, 2 modes and a sub-pixel shift. (Shapes as in the mixed-state test, so the
+    compiled step is shared.)"""
     _, measurements = thick
     state = initial_state(measurements, 4, 2, 0)
     phase = np.random.default_rng(1).uniform(0, 0.5, state.object.shape)
@@ -127,12 +123,14 @@ def test_update_is_normalised_steepest_descent(thick):
         -jnp.conj(grad_probe) / 2,
         atol=1e-4 * float(jnp.max(jnp.abs(grad_probe))),
     )
-    for n in range(4):
-        step, descent = (new_obj - obj)[n], -jnp.conj(grad_obj[n])
-        cosine = float(
-            jnp.real(jnp.vdot(descent, step)) / (jnp.linalg.norm(step) * jnp.linalg.norm(descent))
-        )
-        assert cosine > 1 - 1e-5, f"slice {n}: cosine {cosine}"
+    incidents = model.group_forward(
+        obj, probe, positions[index][None], propagators, keep_incident=True
+    ).incidents  # (S, 1, M, N, N)
+    illumination_max = jnp.max(jnp.sum(jnp.abs(incidents) ** 2, axis=2), axis=(1, 2, 3))
+    expected = -jnp.conj(grad_obj) / 2 / (4 * illumination_max[:, None, None])
+    np.testing.assert_allclose(
+        new_obj - obj, expected, atol=1e-4 * float(jnp.max(jnp.abs(expected)))
+    )
 
 
 def test_single_slice_converges(thin):
@@ -145,11 +143,13 @@ def test_single_slice_converges(thin):
 
 
 def test_multislice_converges(thick):
-    """3PIE with 4 slices on noise-free 15.6 Å SrTiO3: the summed potential reaches
-    NRMSE 0.18 (measured) in 25 iterations from 1.0, and the data are fitted better
-    than by one slice (final loss 382 against 578, measured)."""
+    """3PIE with 4 slices on noise-free 15.6 Å SrTiO3 at β_O = S = 4, the full ePIE step
+    per slice, which sequential ePIE on these 4 slices tolerates: the summed potential
+    reaches NRMSE 0.18 (measured) in 25 iterations from 1.0, and the data are fitted
+    better than by one slice (final loss 382 against 578, measured). At the default
+    β_O = 1 (a quarter step per slice) it converges more slowly (loss 781, NRMSE 0.19)."""
     dataset, measurements = thick
-    state, reports = run(measurements, {"iterations": 25})
+    state, reports = run(measurements, {"iterations": 25, "beta_object": 4.0})
     assert state.object.shape[0] == 4
     assert nrmse(dataset, measurements, state) < 0.3
     _, single = run(measurements, {"iterations": 25}, slices=1)
@@ -157,8 +157,8 @@ def test_multislice_converges(thick):
 
 
 def test_mixed_state_converges(thick):
-    """Two probe modes with 4 slices: finite, the loss falls (measured 8090 → 421 in
-    20 iterations), summed-potential NRMSE 0.185 (measured)."""
+    """Two probe modes with 4 slices: finite, the loss falls (measured 11566 → 892 in
+    20 iterations), summed-potential NRMSE 0.194 (measured)."""
     dataset, measurements = thick
     state, reports = run(measurements, {"iterations": 20}, probe_modes=2)
     assert state.probe.shape[0] == 2

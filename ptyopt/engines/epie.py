@@ -14,19 +14,31 @@ orthonormal FFT (all as in :mod:`ptyopt.model`):
         ΔO_n    = Σ_modes conj(ψ_n)·Δ_n / max Σ_modes|ψ_n|²          [1]
         Δψ_n    = conj(O_n)·Δ_n / max|O_n|²      (per mode; pre-update O_n)
         Δ_{n−1} = F⁻¹[conj(H_{n−1})·F[Δψ_n]]     (back through the adjoint propagator)
-    O_n ← O_n + β_O·Σ_group ΔO_n      (scatter-added at each window; padding weight 0)
+    O_n ← O_n + (β_O/S)·Σ_group ΔO_n  (scatter-added at each window; padding weight 0)
     P   ← P + β_P·mean_group F⁻¹[F[Δψ_0]·e^{+2πik·r}]   (from probe_update_start on)
 
 χ, Δ and Δψ are per probe mode, so each mode of a mixed state is updated from its own
 far field; the object update sums over modes. The maxima are taken per position over
 its window. Intermediate waves take the full step (Δψ_n is the new exit-wave target of
-slice n−1, as χ is of the last slice); β_O damps every slice's object update and β_P
-the probe. For one position and a pure-phase object these are the exact adjoint
-(steepest-descent) directions of the loss, normalised. Position correction, when on,
-is the shared normalised gradient step of :mod:`ptyopt.engines.positions`, taken per
-group from the state before the group's update. Every number (β_O, β_P, ε, switches,
-position step and clip) is an array argument of one compiled iteration (``lax.scan``
-over groups); only the noise-model name is static.
+slice n−1, as χ is of the last slice), so each slice's ΔO_n alone would correct the
+whole exit-wave error at the probe's maximum (to first order), and S of them together
+can overshoot up to S-fold. The object step is therefore shared out over the slices as
+β_O/S, as in LSQML (:mod:`ptyopt.engines.lsqml`) and phaser: the slices' summed step
+is bounded by one full correction, as one slice's is, so β_O means the same on any
+number of slices, one slice (S = 1) takes the textbook ePIE step, and the textbook
+β_O = β_P = 1 converge on multislice data too (groups of 64 on the 10-slice
+``thick10`` dataset: NRMSE 1 → 5.5 without the 1/S, → 0.11 with it). The bound is
+conservative for sequential ePIE (group size 1) on few slices, which tolerates the
+full per-slice step (β_O = S) and converges faster with it. Not normalised: the summed
+updates of the overlapping positions of one group, which overshoot on one slice as on
+many (grouped ePIE at β_O = 1 is unstable on dense scans; lower β_O or the group
+size). β_P damps the probe step, which is not shared out (one variable). For one
+position and a pure-phase object these are the exact adjoint (steepest-descent)
+directions of the loss, normalised. Position correction, when on, is the shared
+normalised gradient step of :mod:`ptyopt.engines.positions`, taken per group from the
+state before the group's update. Every number (β_O, β_P, ε, switches, position step
+and clip) is an array argument of one compiled iteration (``lax.scan`` over groups);
+only the noise-model name is static.
 """
 
 from __future__ import annotations
@@ -143,7 +155,8 @@ def epie_iteration(
 
         rows = corners[:, 0, None, None] + jnp.arange(window[0])[None, :, None]  # (G, N, 1)
         cols = corners[:, 1, None, None] + jnp.arange(window[1])[None, None, :]  # (G, 1, N)
-        obj = obj.at[:, rows, cols].add(hyper["beta_object"] * w[None, :, None, None] * d_objects)
+        step = hyper["beta_object"] / obj.shape[0]  # β_O/S: see the module docstring
+        obj = obj.at[:, rows, cols].add(step * w[None, :, None, None] * d_objects)
         mean_d_probe = jnp.einsum("g,gmyx->myx", w, d_probe) / jnp.maximum(jnp.sum(w), 1.0)
         probe = probe + hyper["beta_probe"] * hyper["probe_on"] * mean_d_probe
         return (obj, probe, positions), jnp.sum(w * losses) / jnp.maximum(jnp.sum(w), 1.0)
