@@ -94,6 +94,7 @@ def test_update_is_normalised_steepest_descent(thick):
         probe_on=1.0,
         position_step=0.0,
         positions_on=0.0,
+        max_step_px=0.5,
     )
     hyper = {name: jnp.asarray(value, jnp.float32) for name, value in values.items()}
     propagators = state.propagators(measurements)
@@ -105,7 +106,7 @@ def test_update_is_normalised_steepest_descent(thick):
         propagators,
         measurements.detector_ramp,
         hyper,
-        ConventionalStructure("amplitude", 0.5),
+        ConventionalStructure("amplitude"),
     )
 
     def loss(o, p):
