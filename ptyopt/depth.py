@@ -31,13 +31,13 @@ the depth is recovered to 0.06 Δz wherever it lies in a slice; the FWHM reads h
 by at most 15 % for σ ≥ Δz and 8 % for σ ≥ 1.5 Δz (linear interpolation, and the
 slice's own width added in quadrature), tests/test_depth.py.
 
-Geometry (as :class:`ptyopt.initial.Geometry` and :mod:`ptyopt.metrics`): pixel j of
-the potential lies at cell coordinate (j − origin_px − shift_px)·dx. ``shift_px`` is
-the registration shift that :func:`ptyopt.metrics.registration_shift_px` returns (added
-to the ground truth's origin). Depth is measured from the entrance surface, the
+Geometry (as :class:`ptyopt.initial.Geometry` and :mod:`ptyopt.registration`): pixel j
+of the potential lies at cell coordinate (j − origin_px − shift_px)·dx. ``shift_px`` is
+the registration shift that :func:`ptyopt.registration.registration_shift_px` returns
+(added to the ground truth's origin). Depth is measured from the entrance surface, the
 top of slice 0. A linear ramp across a slice does not cancel exactly (the references
-lie a host period away): score a reconstruction after :func:`ptyopt.metrics.remove_gauge`
-on the field of view. Pure numpy.
+lie a host period away): score a reconstruction after
+:func:`ptyopt.registration.remove_gauge` on the field of view. Pure numpy.
 """
 
 from __future__ import annotations

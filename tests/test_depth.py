@@ -21,7 +21,8 @@ from ptyopt.data.structures import RMS_DISPLACEMENT_A, build_specimen
 from ptyopt.depth import half_maximum_depth, localise_dopants
 from ptyopt.errors import ConfigError
 from ptyopt.initial import Geometry, object_geometry
-from ptyopt.metrics import score_object, tile_periodic
+from ptyopt.metrics import score_object
+from ptyopt.registration import tile_periodic
 
 FWHM_PER_SIGMA = 2 * np.sqrt(2 * np.log(2))
 
@@ -244,8 +245,8 @@ def test_ground_truth_localises_its_dopants_to_the_slicing_limit(doped_pair):
     assert score.depth_fwhm_mean_A == pytest.approx(dz, rel=0.02)
 
 
-def test_shift_follows_the_registration_convention_of_metrics(doped_pair):
-    """metrics registers by placing the truth's cell at origin + shift (tile_periodic):
+def test_shift_follows_the_registration_convention(doped_pair):
+    """ptyopt.registration places the truth's cell at origin + shift (tile_periodic):
     a truth placed so, at a sub-pixel shift, scores as the unmoved one when passed that
     shift, and loses its excess without it."""
     truth = doped_pair[0].ground_truth

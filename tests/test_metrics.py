@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ptyopt import metrics
+from ptyopt import frc, metrics, registration
 from ptyopt.data.dataset import GroundTruth
 from ptyopt.initial import Geometry
 
@@ -42,7 +42,7 @@ def crystal_cell(
 
 
 CELL = crystal_cell()
-TRUTH = metrics.tile_periodic(CELL, SHAPE, ORIGIN)
+TRUTH = registration.tile_periodic(CELL, SHAPE, ORIGIN)
 NOISE = np.random.default_rng(0).standard_normal(SHAPE) * TRUTH[FOV].std()
 
 
@@ -53,7 +53,9 @@ def score(potential, max_shift_px=3.0, **options):
 
 
 def shifted(shift_px):
-    return metrics.tile_periodic(CELL, SHAPE, (ORIGIN[0] + shift_px[0], ORIGIN[1] + shift_px[1]))
+    return registration.tile_periodic(
+        CELL, SHAPE, (ORIGIN[0] + shift_px[0], ORIGIN[1] + shift_px[1])
+    )
 
 
 def assert_degrade(scores):
@@ -100,7 +102,7 @@ def test_noise_degrades_scores_and_frc_resolution():
 def test_blur_degrades_scores():
     assert_degrade(
         [
-            score(metrics.tile_periodic(crystal_cell(blur_A=blur), SHAPE, ORIGIN))
+            score(registration.tile_periodic(crystal_cell(blur_A=blur), SHAPE, ORIGIN))
             for blur in (0.0, 0.1, 0.2, 0.4)
         ]
     )
@@ -143,7 +145,7 @@ def test_gain_is_not_fitted_in_the_primary_score():
 def test_frc_cannot_see_a_pure_blur_but_nrmse_and_ssim_do():
     sharp, blurred = (
         score(TRUTH),
-        score(metrics.tile_periodic(crystal_cell(blur_A=0.3), SHAPE, ORIGIN)),
+        score(registration.tile_periodic(crystal_cell(blur_A=0.3), SHAPE, ORIGIN)),
     )
     low = np.asarray(sharp.frc_frequency_per_A) <= 1.0  # 1/Å
     np.testing.assert_allclose(np.asarray(blurred.frc)[low], np.asarray(sharp.frc)[low], atol=0.02)
@@ -151,16 +153,16 @@ def test_frc_cannot_see_a_pure_blur_but_nrmse_and_ssim_do():
 
 
 def test_frc_rings_are_as_wide_as_the_reciprocal_lattice():
-    assert metrics.reciprocal_spacing_per_A(CELL, SAMPLING_A) == pytest.approx(
+    assert frc.reciprocal_spacing_per_A(CELL, SAMPLING_A) == pytest.approx(
         1 / (CELL_PX * SAMPLING_A)
     )
     supercell = np.tile(CELL, (3, 2))  # 3 × 2 repeats: the lattice is still the cell's
-    assert metrics.reciprocal_spacing_per_A(supercell, SAMPLING_A) == pytest.approx(
+    assert frc.reciprocal_spacing_per_A(supercell, SAMPLING_A) == pytest.approx(
         1 / (CELL_PX * SAMPLING_A)
     )
-    frequency, _ = metrics.frc(TRUTH[FOV], TRUTH[FOV], SAMPLING_A, ring_width_per_A=0.3)
+    frequency, _ = frc.frc(TRUTH[FOV], TRUTH[FOV], SAMPLING_A, ring_width_per_A=0.3)
     assert np.diff(frequency) == pytest.approx(0.3)
-    frequency, _ = metrics.frc(TRUTH[FOV], TRUTH[FOV], SAMPLING_A)  # default: 2 Fourier pixels
+    frequency, _ = frc.frc(TRUTH[FOV], TRUTH[FOV], SAMPLING_A)  # default: 2 Fourier pixels
     assert frequency[1] == pytest.approx(2 / (100 * SAMPLING_A))
 
 
@@ -178,7 +180,7 @@ def multislice_truth():
 
 def test_depth_profile_of_a_perfect_multislice_reconstruction():
     truth, geometry = multislice_truth()
-    slices = metrics.tile_periodic(truth.potential_V_A, SHAPE, ORIGIN)
+    slices = registration.tile_periodic(truth.potential_V_A, SHAPE, ORIGIN)
     s = metrics.score_object(np.exp(1j * truth.sigma_per_V_A * slices), truth, geometry)
     assert s.nrmse < 1e-9 and len(s.depth_nrmse) == 3 and max(s.depth_nrmse) < 1e-9
     swapped = metrics.score_object(
@@ -189,7 +191,9 @@ def test_depth_profile_of_a_perfect_multislice_reconstruction():
 
 def test_depth_profile_uses_the_projection_shift():
     truth, geometry = multislice_truth()
-    slices = metrics.tile_periodic(truth.potential_V_A, SHAPE, (ORIGIN[0] + 0.6, ORIGIN[1] - 0.3))
+    slices = registration.tile_periodic(
+        truth.potential_V_A, SHAPE, (ORIGIN[0] + 0.6, ORIGIN[1] - 0.3)
+    )
     s = metrics.score_object(np.exp(1j * truth.sigma_per_V_A * slices), truth, geometry)
     np.testing.assert_allclose(s.shift_px, (0.6, -0.3), atol=0.05)
     assert s.nrmse < 0.03 and max(s.depth_nrmse) < 0.05

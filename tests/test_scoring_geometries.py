@@ -17,7 +17,7 @@ import abtem
 import numpy as np
 import pytest
 
-from ptyopt import metrics
+from ptyopt import frc, metrics, registration
 from ptyopt.data.dataset import GroundTruth
 from ptyopt.data.recipe import load_recipe, recipe_from_mapping, recipe_to_dict
 from ptyopt.data.simulate import simulate_dataset
@@ -80,7 +80,7 @@ def copy_of(
 ) -> np.ndarray:
     """The truth as a complex object (S, H, W): placed at the origin + ``shift_px``,
     each slice times e^{i·phase}, its potential times ``gain``."""
-    potential = metrics.tile_periodic(
+    potential = registration.tile_periodic(
         truth.potential_V_A.astype(np.float64), geometry.shape, np.add(ORIGIN, shift_px)
     )
     phase = gain * truth.sigma_per_V_A * potential + np.reshape(phases, (-1, 1, 1))
@@ -171,7 +171,7 @@ def test_phase_handling_neither_adds_nor_hides_error(truths):
     (given as a potential, nothing wrapped): taking the nearest representative of a
     pixel never moves one that was not a whole turn off."""
     truth, geometry = one_slice(truths["SrTiO3_001_thick"]), geometry_for((64, 64))
-    potential = metrics.tile_periodic(truth.potential_V_A, geometry.shape, np.add(ORIGIN, 0.4))
+    potential = registration.tile_periodic(truth.potential_V_A, geometry.shape, np.add(ORIGIN, 0.4))
     noise = np.random.default_rng(3).standard_normal(potential.shape) * potential.std()
     fov = geometry.field_of_view(2)
     previous = 0.0
@@ -195,7 +195,7 @@ def test_slices_holding_more_than_pi_are_unwrapped_without_the_truth(truths):
     assert np.ptp(sigma * halves, axis=(1, 2)).min() > np.pi
     geometry = geometry_for((64, 64))
     fov = geometry.field_of_view(2)
-    potential = metrics.tile_periodic(halves, geometry.shape, ORIGIN)
+    potential = registration.tile_periodic(halves, geometry.shape, ORIGIN)
     crop = np.exp(1j * sigma * potential[:, fov[0], fov[1]])
     centred = np.angle(crop * np.exp(-1j * np.angle(crop.mean(axis=(1, 2), keepdims=True))))
     assert (np.abs(np.diff(centred, axis=-1)) > np.pi).any(axis=(1, 2)).all()  # both wrap
@@ -234,14 +234,14 @@ def test_frc_area_and_halfbit_resolution_rank_blur_and_noise(truths):
     truth = truths["SrTiO3_001_fine"]
     cell, dx = truth.projected_V_A.astype(np.float64), truth.sampling_A
     shape, fov = (138, 138), (slice(5, 133), slice(5, 133))
-    clean = metrics.tile_periodic(cell, shape, ORIGIN)
+    clean = registration.tile_periodic(cell, shape, ORIGIN)
     floor = 0.02 * clean.std() * np.random.default_rng(5).standard_normal(shape)
 
     def score(image):
         return metrics.score_projected_potential(image, cell, ORIGIN, fov, sampling_A=dx)
 
     blurred = [
-        score(metrics.tile_periodic(blurred_cell(cell, dx, b), shape, ORIGIN) + floor)
+        score(registration.tile_periodic(blurred_cell(cell, dx, b), shape, ORIGIN) + floor)
         for b in (0.0, 0.1, 0.15, 0.2)
     ]
     noisy = [score(clean + level * floor) for level in (1, 10, 20, 30, 40)]
@@ -265,21 +265,21 @@ def test_halfbit_curve_is_van_heel_and_schatz():
         (0.2071 + 0.19102) / (1.2071 + 0.09102),
         (0.2071 + 0.019102) / (1.2071 + 0.009102),
     ]
-    np.testing.assert_allclose(metrics.halfbit_threshold(n), expected, rtol=1e-12)
-    assert metrics.halfbit_threshold(np.array([1]))[0] == pytest.approx(1.0)
+    np.testing.assert_allclose(frc.halfbit_threshold(n), expected, rtol=1e-12)
+    assert frc.halfbit_threshold(np.array([1]))[0] == pytest.approx(1.0)
 
 
 def test_score_carries_the_halfbit_curve_of_its_rings(truths):
     truth, geometry = truths["SrTiO3_001_quickstart"], geometry_for((37, 37))
     s = metrics.score_object(copy_of(truth, geometry, (0.2, 0.3)), truth, geometry)
-    _, _, pixels = metrics.frc_rings(
-        (37, 37), truth.sampling_A, metrics.reciprocal_spacing_per_A(truth.projected_V_A, 1.0)
+    _, _, pixels = frc.frc_rings(
+        (37, 37), truth.sampling_A, frc.reciprocal_spacing_per_A(truth.projected_V_A, 1.0)
     )
     assert len(s.frc_halfbit) == len(s.frc) == len(pixels)
     # rings as wide as the lattice spacing 1/(3.9 Å), but at least 2 Fourier pixels
     width = max(1 / 3.905, 2 / (37 * truth.sampling_A))
     assert s.frc_frequency_per_A[1] == pytest.approx(width, rel=0.01)
-    np.testing.assert_allclose(s.frc_halfbit, metrics.halfbit_threshold(pixels))
+    np.testing.assert_allclose(s.frc_halfbit, frc.halfbit_threshold(pixels))
     assert min(s.frc) > 0.999 and s.frc_area == pytest.approx(1.0, abs=1e-3)
 
 
@@ -287,8 +287,8 @@ def test_frc_area_weights_each_ring_by_its_band():
     """Rings at 0, 1, 2, 3 (1/Å) with Nyquist 3.2: bands [0, .5], [.5, 1.5], [1.5, 2.5],
     [2.5, 3.2]; an empty (NaN) ring counts 0."""
     frequency = np.arange(4.0)
-    assert metrics.frc_area(frequency, np.ones(4), 1 / 6.4) == pytest.approx(1.0)
-    area = metrics.frc_area(frequency, np.array([1.0, 1.0, np.nan, 0.0]), 1 / 6.4)
+    assert frc.frc_area(frequency, np.ones(4), 1 / 6.4) == pytest.approx(1.0)
+    area = frc.frc_area(frequency, np.array([1.0, 1.0, np.nan, 0.0]), 1 / 6.4)
     assert area == pytest.approx(1.5 / 3.2)
 
 
@@ -296,7 +296,7 @@ def test_resolution_is_not_decided_by_the_zero_frequency_ring():
     """Ring 0 below the threshold (noise at |k| < Δk/2, where a crystal has no lattice
     signal) does not make the resolution infinite; ring 1 below does."""
     frequency = np.arange(5.0)
-    assert metrics.frc_resolution_A(frequency, np.array([0.2, 0.9, 0.7, 0.3, 0.1])) == (
+    assert frc.frc_resolution_A(frequency, np.array([0.2, 0.9, 0.7, 0.3, 0.1])) == (
         pytest.approx(1 / 2.5)
     )
-    assert metrics.frc_resolution_A(frequency, np.array([0.9, 0.2, 0.9, 0.9, 0.9])) == np.inf
+    assert frc.frc_resolution_A(frequency, np.array([0.9, 0.2, 0.9, 0.9, 0.9])) == np.inf

@@ -20,8 +20,8 @@ from ptyopt.data.simulate import (
 from ptyopt.data.structures import build_specimen
 from ptyopt.errors import ConfigError
 from ptyopt.initial import object_geometry
-from ptyopt.metrics import tile_periodic
 from ptyopt.plan import check_bandlimit
+from ptyopt.registration import tile_periodic
 
 
 def model_patterns_from_ground_truth(

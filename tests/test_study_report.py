@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from ptyopt.data.dataset import GroundTruth, Optics, PtychoDataset
 from ptyopt.data.file import write_dataset
-from ptyopt.metrics import tile_periodic
+from ptyopt.registration import tile_periodic
 from ptyopt.study.report import write_study_report
 from ptyopt.study.report.figures import best_images
 from ptyopt.study.report.tables import short_names

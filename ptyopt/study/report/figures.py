@@ -19,7 +19,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from ptyopt.data.file import DatasetFileError, read_dataset
-from ptyopt.metrics import potential_on_fov, remove_gauge, score_on_field, truth_on_fov
+from ptyopt.metrics import potential_on_fov, score_on_field
+from ptyopt.registration import remove_gauge, truth_on_fov
 from ptyopt.study.artifacts import read_trial
 from ptyopt.study.report.scores import best_iterate, final_scores
 from ptyopt.study.report.selection import best_trial, completed, pareto_front
