@@ -276,15 +276,16 @@ def test_help_and_cfg_job_from_any_directory(tmp_path):
 
 def test_grid_study_runs_its_whole_grid(home):
     """Every grid point runs once (the per-ask reseeding must not reshuffle the grid),
-    and the study ends when the grid is exhausted (Optuna calls ``study.stop()``,
-    which raises outside ``optimize``)."""
+    and the study ends when the grid is exhausted, even with a larger budget (Optuna
+    calls ``study.stop()``, which raises outside ``optimize``, and would then repeat
+    grid points)."""
     space = (
         f"+study.search_space={{{LR}: "
         "{type: categorical, choices: [0.003, 0.01, 0.03, 0.1, 0.3]}}"
     )
     cfg = composed(
         "study.name=grid",
-        "study.n_trials=5",
+        "study.n_trials=8",
         "sampler=grid",
         "pruner=none",
         "~study.baseline_trials",

@@ -80,6 +80,11 @@ class BudgetedGridSampler(optuna.samplers.GridSampler):
         return None
 
 
+def grid_size(search_space: dict[str, dict]) -> int:
+    """The number of points of the grid a grid sampler walks over ``search_space``."""
+    return int(np.prod([len(values) for values in _grid(search_space).values()]))
+
+
 def make_sampler(
     settings: SamplerSettings, search_space: dict[str, dict], seed: int, study_seed: int
 ) -> optuna.samplers.BaseSampler:

@@ -45,7 +45,7 @@ from ptyopt.initial import Measurements, ReconState, measurements_from
 from ptyopt.paths import compilation_cache, project_root
 from ptyopt.plan import check_bandlimit, parse_plan
 from ptyopt.study.artifacts import trial_dir, write_trial
-from ptyopt.study.components import make_pruner, make_sampler, make_storage, suggest
+from ptyopt.study.components import grid_size, make_pruner, make_sampler, make_storage, suggest
 from ptyopt.study.settings import (
     OBJECTIVE_ITERATE,
     StudyConfig,
@@ -374,6 +374,14 @@ def _budget_lock(folder: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def trial_budget(config: StudyConfig) -> int:
+    """The study's trial budget: ``study.n_trials``, capped at the grid's size for a grid
+    sampler (once every point has run, a further trial would repeat one)."""
+    if config.sampler.name == "grid":
+        return min(config.study.n_trials, grid_size(config.study.search_space))
+    return config.study.n_trials
+
+
 def _ask_within_budget(
     study: optuna.Study, config: StudyConfig, folder: Path
 ) -> optuna.Trial | None:
@@ -382,7 +390,7 @@ def _ask_within_budget(
     and workers sharing a storage draw different points instead of the same ones."""
     with _budget_lock(folder):
         recover_dead_workers(study, config.storage.max_retry)
-        if _counted(study) >= config.study.n_trials:
+        if _counted(study) >= trial_budget(config):
             return None
         seed = int(
             np.random.SeedSequence(
@@ -441,7 +449,7 @@ def run_study(config: StudyConfig, plan_values: dict, progress: bool = True) -> 
     with _budget_lock(folder):  # one worker at a time creates the study and its baselines
         study = open_study(config, sampler, pruner, folder)
     work = Workspace(config, plan_values, dataset, dataset_path, measurements, folder)
-    budget = config.study.n_trials
+    budget = trial_budget(config)
     bar = tqdm(
         total=budget,
         initial=min(_counted(study), budget),
