@@ -72,6 +72,8 @@ def assert_datasets_equal(actual: PtychoDataset, expected: PtychoDataset) -> Non
     assert actual.angular_sampling_mrad == expected.angular_sampling_mrad
     assert actual.pattern_centre_px == expected.pattern_centre_px
     assert actual.dose_e_per_A2 == expected.dose_e_per_A2
+    assert actual.nominal_thickness_A == expected.nominal_thickness_A
+    assert actual.nominal_slices == expected.nominal_slices
     assert actual.simulation == expected.simulation
     if expected.ground_truth is None:
         assert actual.ground_truth is None
@@ -92,7 +94,9 @@ def test_round_trip(tmp_path: Path, with_optional: bool) -> None:
     dataset = make_dataset(
         ground_truth=with_optional, dose=1.0e4 if with_optional else None, simulation=with_optional
     )
-    if not with_optional:
+    if with_optional:
+        dataset = dataclasses.replace(dataset, nominal_thickness_A=6.5, nominal_slices=3)
+    else:
         dataset = dataclasses.replace(dataset, optics=Optics(energy_eV=80e3, semiangle_mrad=20.0))
     path = tmp_path / "nested" / "dir" / "data.h5"
 
@@ -104,6 +108,7 @@ def test_round_trip(tmp_path: Path, with_optional: bool) -> None:
         assert file.attrs["version"] == VERSION
         assert ("dose_e_per_A2" in file.attrs) == with_optional
         assert ("simulation" in file.attrs) == with_optional
+        assert ("nominal_thickness_A" in file.attrs) == with_optional
         assert ("ground_truth" in file) == with_optional
 
 
@@ -333,6 +338,14 @@ BAD_FILES = {
     "negative dose": (
         set_attr("/", "dose_e_per_A2", -1.0),
         "root attr dose_e_per_A2 is -1.0, expected a value > 0",
+    ),
+    "negative nominal thickness": (
+        set_attr("/", "nominal_thickness_A", -4.0),
+        "root attr nominal_thickness_A is -4.0, expected a value > 0",
+    ),
+    "fractional nominal slices": (
+        set_attr("/", "nominal_slices", 2.5),
+        "root attr nominal_slices is 2.5, expected an integer >= 1",
     ),
     "zero slice thickness": (
         set_attr("ground_truth", "slice_thickness_A", 0.0),

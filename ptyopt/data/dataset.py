@@ -93,6 +93,11 @@ class PtychoDataset:
     the simulation cell (origin at its corner).
     angular_sampling_mrad: detector pixel pitch [mrad] (square pixels).
     dose_e_per_A2: electron dose [e/Å²], ``None`` for noise-free expected counts.
+    nominal_thickness_A: the specimen thickness as the experimenter knows it [Å]
+    (``None``: unknown); nominal_slices: the slicing a reconstruction starts from by
+    default (``None``: one slice). With ``optics`` (also nominal: what the microscope
+    reported), these are all a reconstruction may know of the specimen and the beam;
+    the ground truth is for scoring only.
     simulation: every simulation parameter (JSON-serialisable), ``None`` for
     measured data.
     """
@@ -105,6 +110,8 @@ class PtychoDataset:
     pattern_centre_px: tuple[float, float]
     dose_e_per_A2: float | None = None
     ground_truth: GroundTruth | None = None
+    nominal_thickness_A: float | None = None
+    nominal_slices: int | None = None
     simulation: dict[str, Any] | None = None
 
     @property

@@ -3,7 +3,8 @@
 Layout (version 1); units as in :mod:`ptyopt.data.dataset` (Å, mrad, eV):
 
 - root attrs ``format`` (= :data:`FORMAT`), ``version`` (int), ``name`` (str),
-  optional ``dose_e_per_A2`` (float > 0) and ``simulation`` (JSON string).
+  optional ``dose_e_per_A2`` (float > 0), ``nominal_thickness_A`` (float > 0),
+  ``nominal_slices`` (int >= 1) and ``simulation`` (JSON string).
 - ``/patterns``: (n_positions, k, k) float32 counts, one pattern per chunk, gzip 1.
 - ``/positions_A``: (n_positions, 2) float64 probe positions (y, x) [Å].
 - ``/optics`` attrs ``energy_eV``, ``semiangle_mrad`` (> 0); ``/optics/aberrations``
@@ -260,6 +261,11 @@ def _validated(dataset: PtychoDataset, path: Path) -> PtychoDataset:
     dose = dataset.dose_e_per_A2
     if dose is not None:
         dose = _positive(path, _attr_key("/", "dose_e_per_A2"), dose)
+    thickness, slices = dataset.nominal_thickness_A, dataset.nominal_slices
+    if thickness is not None:
+        thickness = _positive(path, _attr_key("/", "nominal_thickness_A"), thickness)
+    if slices is not None:
+        slices = _count(path, _attr_key("/", "nominal_slices"), slices)
     simulation = dataset.simulation
     if simulation is not None:
         simulation_key = _attr_key("/", "simulation")
@@ -285,6 +291,8 @@ def _validated(dataset: PtychoDataset, path: Path) -> PtychoDataset:
             if dataset.ground_truth is None
             else _validated_ground_truth(dataset.ground_truth, path)
         ),
+        nominal_thickness_A=thickness,
+        nominal_slices=slices,
         simulation=simulation,
     )
 
@@ -307,8 +315,9 @@ def _write(file: h5py.File, dataset: PtychoDataset) -> None:
     file.attrs["format"] = FORMAT
     file.attrs["version"] = VERSION
     file.attrs["name"] = dataset.name
-    if dataset.dose_e_per_A2 is not None:
-        file.attrs["dose_e_per_A2"] = dataset.dose_e_per_A2
+    for name in ("dose_e_per_A2", "nominal_thickness_A", "nominal_slices"):
+        if getattr(dataset, name) is not None:
+            file.attrs[name] = getattr(dataset, name)
     if dataset.simulation is not None:
         file.attrs["simulation"] = json.dumps(dataset.simulation)
 
@@ -506,6 +515,8 @@ class _Reader:
             pattern_centre_px=self.attr("/detector", "pattern_centre_px"),
             dose_e_per_A2=self.attr("/", "dose_e_per_A2", required=False),
             ground_truth=self.ground_truth(),
+            nominal_thickness_A=self.attr("/", "nominal_thickness_A", required=False),
+            nominal_slices=self.attr("/", "nominal_slices", required=False),
             simulation=self.simulation(),
         )
 

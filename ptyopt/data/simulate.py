@@ -191,6 +191,8 @@ def simulate_dataset(recipe: DatasetRecipe, progress: bool = True) -> PtychoData
         pattern_centre_px=pattern_centre(recipe),
         dose_e_per_A2=float(recipe.dose_e_per_A2),
         ground_truth=ground_truth,
+        nominal_thickness_A=float(specimen.thickness_A),
+        nominal_slices=int(recipe.reconstruction_slices),
         simulation=_simulation_record(
             recipe, specimen, sampling, thicknesses, quadrature, time.perf_counter() - started
         ),
