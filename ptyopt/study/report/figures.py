@@ -18,10 +18,11 @@ from matplotlib.ticker import MaxNLocator
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from ptyopt.data.dataset import GroundTruth
 from ptyopt.data.file import DatasetFileError, read_dataset
-from ptyopt.metrics import potential_on_fov, score_on_field
+from ptyopt.metrics import Score, potential_on_fov, score_on_field
 from ptyopt.registration import remove_gauge, truth_on_fov
-from ptyopt.study.artifacts import read_trial
+from ptyopt.study.artifacts import TrialReconstruction, read_trial
 from ptyopt.study.report.scores import best_iterate, final_scores
 from ptyopt.study.report.selection import best_trial, completed, pareto_front
 from ptyopt.study.report.tables import Columns
@@ -200,9 +201,9 @@ class BestImages:
         return self.reconstruction - self.truth
 
 
-def best_images(trial: FrozenTrial) -> BestImages:
-    """Read the trial folder and its dataset; the ground truth is tiled onto the object
-    grid and moved by the registration shift used for scoring. Raises FigureSkipped
+def scored_artifacts(trial: FrozenTrial) -> tuple[TrialReconstruction, GroundTruth, Score]:
+    """The trial's saved reconstruction, its dataset's ground truth and the reconstruction
+    scored again against it (:func:`ptyopt.metrics.score_on_field`). Raises FigureSkipped
     when the folder, the dataset or its ground truth is missing."""
     folder = trial.user_attrs.get("trial_dir")
     if not folder:
@@ -215,7 +216,13 @@ def best_images(trial: FrozenTrial) -> BestImages:
     truth = dataset.ground_truth
     if truth is None:
         raise FigureSkipped(f"dataset {recon.dataset_path} has no ground truth")
-    score = score_on_field(recon.object, truth, recon.origin_px, recon.field_of_view)
+    return recon, truth, score_on_field(recon.object, truth, recon.origin_px, recon.field_of_view)
+
+
+def best_images(trial: FrozenTrial) -> BestImages:
+    """The trial's projected potential and the ground truth tiled onto the object grid,
+    moved by the registration shift used for scoring (see :func:`scored_artifacts`)."""
+    recon, truth, score = scored_artifacts(trial)
     potential = potential_on_fov(recon.object, truth.sigma_per_V_A, recon.field_of_view)
     target = truth_on_fov(
         truth.projected_V_A,
