@@ -137,3 +137,15 @@ def model_patterns_from_ground_truth(
     if electrons is None:
         electrons = dataset.dose_e_per_A2 * dataset.simulation["recipe"]["scan"]["step_A"] ** 2
     return electrons * np.fft.fftshift(np.asarray(intensity), axes=(-2, -1))
+
+
+def raster_recipe(**overrides):
+    """:func:`tiny_recipe` on a 3×4 raster (0.77 Å steps, no jitter): what a detector
+    file can describe by its scan axes."""
+    return tiny_recipe(scan={"shape": [3, 4], "step_A": 0.77, "jitter_A": 0.0}, **overrides)
+
+
+@pytest.fixture(scope="session")
+def raster_dataset():
+    """The :func:`raster_recipe` dataset (Si [110], 32 px, noise-free, about a second)."""
+    return simulate_dataset(raster_recipe(), progress=False)

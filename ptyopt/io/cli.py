@@ -62,12 +62,13 @@ def parse_arguments(argv: list[str]) -> tuple[ImportArguments, dict[str, Any]]:
 
 def run(argv: list[str]) -> None:
     """Import, validate and write; print what was done. Raises ConfigError."""
-    from ptyopt.data.file import write_dataset
-    from ptyopt.io.build import import_dataset
     from ptyopt.io.metadata import load_metadata
 
     arguments, overrides = parse_arguments(argv)
     metadata = load_metadata(arguments.metadata, overrides)
+    from ptyopt.data.file import write_dataset  # JAX and h5py only once the arguments are valid
+    from ptyopt.io.build import import_dataset
+
     imported = import_dataset(arguments.source, metadata)
     path = write_dataset(arguments.out, imported.dataset)
     d = imported.dataset

@@ -100,7 +100,7 @@ def load_metadata(yaml_path: str | None, overrides: dict[str, Any]) -> Metadata:
         try:
             loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
         except Exception as err:  # yaml.YAMLError and OmegaConf's errors
-            message = str(err).splitlines()[0]
+            message = " ".join(str(err).split())
             raise ConfigError(f"{path}: metadata: is not a YAML mapping ({message})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: metadata: is not a YAML mapping of metadata keys")
