@@ -17,6 +17,8 @@ Calibrations taken from the axes, converted to ptyopt's units:
   Pixel units ("", px, none) carry no calibration.
 - HyperSpy metadata ``Acquisition_instrument.TEM.beam_energy`` [kV] and
   ``convergence_angle`` [mrad], where a reader fills them.
+Where several plugins claim an extension, :data:`PREFERRED_READERS` decides (``.xml`` is
+EMPAD); ``.h5`` is left to the plain HDF5 reader (``FILE.h5:/path``).
 The detector axes' offsets are *not* taken as the pattern centre: readers fill them
 with a nominal value (EMPAD: −64 px), not the beam's position; the importer finds the
 centre from the bright-field disc unless ``pattern_centre_px`` is given.
@@ -76,18 +78,30 @@ def angle_in_mrad(value: float, units: Any, energy_eV: float | None) -> float | 
     raise ValueError(f"unit {units!r} is neither an angle (mrad) nor a reciprocal length (1/nm)")
 
 
+PREFERRED_READERS = {"xml": "EMPAD", "mrc": "MRC", "hdf5": "HSPY", "img": "JEOL"}
+"""The reader chosen where several rsciio plugins claim an extension (4D-STEM first)."""
+
+
 def rsciio_reader(path: Path) -> tuple[str, Any] | None:
     """(format name, file_reader) of the rsciio plugin for this file's extension, or
-    ``None`` if none reads it."""
+    ``None`` if none reads it. ``.h5`` files are left to the plain HDF5 reader (several
+    unrelated plugins claim the extension)."""
     from rsciio import IO_PLUGINS
 
     extension = path.suffix.lstrip(".").lower()
-    for plugin in IO_PLUGINS:
-        if extension in (e.lower() for e in plugin["file_extensions"]):
-            module = importlib.import_module(plugin["api"])
-            if hasattr(module, "file_reader"):
-                return plugin["name"], module.file_reader
-    return None
+    if extension == "h5":
+        return None
+    names = [
+        plugin["name"]
+        for plugin in IO_PLUGINS
+        if extension in (e.lower() for e in plugin["file_extensions"])
+    ]
+    if not names:
+        return None
+    name = PREFERRED_READERS.get(extension, names[0])
+    plugin = next(p for p in IO_PLUGINS if p["name"] == name)
+    module = importlib.import_module(plugin["api"])
+    return (name, module.file_reader) if hasattr(module, "file_reader") else None
 
 
 def _diffraction_signal(path: Path, signals: list[dict]) -> dict:
