@@ -253,3 +253,17 @@ def test_python_m_ptyopt_import_fails_in_one_line(tmp_path):
     assert bad.stderr.startswith("ptyopt: error: command line: metadata.energy_keV: ")
     assert "allowed keys: name, energy_kV" in bad.stderr
     assert not out.exists()
+
+
+def test_help_lists_import(capsys):
+    """``--help`` (Hydra's header) names the command; ``import --help`` lists every key."""
+    from omegaconf import OmegaConf
+
+    from ptyopt.io.metadata import METADATA_KEYS
+    from ptyopt.paths import conf_dir
+
+    header = OmegaConf.load(conf_dir() / "config.yaml").hydra.help.header
+    assert "python -m ptyopt import source=PATH out=DATASET.h5" in header
+    assert cli.main(["--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert all(key in shown for key in METADATA_KEYS)
