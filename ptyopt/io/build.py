@@ -179,7 +179,7 @@ def _scan_positions(r: _Resolver, scan: SourceScan, patterns: np.ndarray) -> np.
                 f"{shape[0]}×{shape[1]} scan",
             )
     else:
-        shape = r.pick("scan_shape", cal.scan_shape and list(cal.scan_shape), "")
+        shape = m.scan_shape
         if shape is not None:
             if len(shape) != 2 or min(shape) < 1:
                 raise r.error(
@@ -189,7 +189,7 @@ def _scan_positions(r: _Resolver, scan: SourceScan, patterns: np.ndarray) -> np.
             if shape[0] * shape[1] != len(patterns):
                 raise r.error(
                     "metadata.scan_shape",
-                    f"is {list(shape)}{r.origin('scan_shape', m.scan_shape is None)}: "
+                    f"is {list(shape)}{r.metadata.where('scan_shape')}: "
                     f"{shape[0] * shape[1]} positions, but the file holds {len(patterns)} "
                     "patterns",
                 )
@@ -282,6 +282,7 @@ def build_dataset(scan: SourceScan, metadata: Metadata) -> Imported:
     """The dataset of a source's patterns and calibration with the metadata."""
     r = _Resolver(scan, metadata)
     m, cal = metadata.values, scan.calibration
+    r.notes.append(f"read as {scan.kind}: patterns {scan.patterns.shape} {scan.patterns.dtype}")
     patterns = _checked_patterns(r, scan.patterns)
     positions = _scan_positions(r, scan, patterns)
     patterns = patterns.reshape(-1, *patterns.shape[-2:])

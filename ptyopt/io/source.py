@@ -32,8 +32,7 @@ class FileCalibration:
     pattern_centre_px: (y, x) zero frequency in the file's detector pixels (a
     simulation knows it exactly; a detector file does not);
     scan_step_A: (y, x) raster step [Å]; scan_origin_A: (y, x) position of the first
-    pattern [Å]; positions_A: (n, 2) (y, x) probe positions [Å] of a non-raster scan;
-    scan_shape: (scan_y, scan_x) of a stack of patterns whose file records the raster.
+    pattern [Å]; positions_A: (n, 2) (y, x) probe positions [Å] of a non-raster scan.
     """
 
     energy_eV: float | None = None
@@ -43,7 +42,6 @@ class FileCalibration:
     scan_step_A: tuple[float, float] | None = None
     scan_origin_A: tuple[float, float] | None = None
     positions_A: np.ndarray | None = None
-    scan_shape: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
