@@ -4,7 +4,10 @@
 - ``python -m ptyopt report study=<name>``: write its report to ``reports/<name>/``;
 - ``python -m ptyopt reconstruct [dataset=…] [engine=…]``: one reconstruction of the
   configured plan, scored against the ground truth;
-- ``python -m ptyopt simulate dataset=<name>``: simulate (or find) the dataset only.
+- ``python -m ptyopt simulate dataset=<name>``: simulate (or find) the dataset only;
+- ``python -m ptyopt import source=PATH out=DATASET.h5 [metadata=META.yaml]
+  [metadata.KEY=VALUE ...]``: write a dataset file from a user's 4D-STEM data
+  (:mod:`ptyopt.io`; not through Hydra).
 
 Overrides select config-group options (``engine=lsqml``) or set values
 (``study.n_trials=50``); ``--help`` lists the groups and ``--cfg job`` prints the
@@ -173,7 +176,12 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Entry point: an optional command word, then Hydra's arguments."""
+    """Entry point: an optional command word, then Hydra's arguments (``import`` parses
+    its own)."""
+    if len(sys.argv) > 1 and sys.argv[1] == "import":
+        from ptyopt.io.cli import main as import_main
+
+        sys.exit(import_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
         _command["name"] = sys.argv.pop(1)
     _app()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
+from ptyopt import model, physics
 from ptyopt.data.recipe import recipe_from_mapping
 from ptyopt.data.simulate import simulate_dataset
+from ptyopt.initial import object_geometry
+from ptyopt.registration import tile_periodic
 
 
 @pytest.fixture
@@ -89,3 +94,58 @@ def thick_dataset():
         poisson_noise=False,
     )
     return simulate_dataset(recipe, progress=False)
+
+
+def model_patterns_from_ground_truth(
+    dataset,
+    shift_px=(0, 0),
+    detector_offset_px=(0.0, 0.0),
+    bandlimit=physics.DEFAULT_BANDLIMIT,
+    electrons=None,
+) -> np.ndarray:
+    """Our forward model on exp(iσV) of the dataset's ground truth, centred (n, N, N),
+    propagators band-limited to ``bandlimit`` of Nyquist, scaled to ``electrons`` per
+    pattern (``None``: dose·step² of the dataset's simulation recipe)."""
+    geometry = object_geometry(dataset)
+    gt = dataset.ground_truth
+    potential = tile_periodic(
+        gt.potential_V_A.astype(np.float64), geometry.shape, tuple(geometry.origin_px)
+    )
+    n = dataset.detector_shape[0]
+    optics = dataset.optics
+    probe = physics.probe_wave(
+        (n, n),
+        dataset.pixel_size_A,
+        optics.energy_eV,
+        optics.semiangle_mrad,
+        optics.aberrations,
+        dtype=jnp.complex128,
+    )
+    props = model.slice_propagators(
+        (n, n),
+        dataset.pixel_size_A,
+        optics.energy_eV,
+        [gt.slice_thickness_A] * len(gt.potential_V_A),
+        bandlimit,
+        dtype=jnp.complex128,
+    )
+    positions = jnp.asarray(geometry.positions_px + np.asarray(shift_px))
+    ramp = model.detector_offset_ramp((n, n), detector_offset_px, jnp.complex128)
+    intensity = model.far_field_intensities(
+        jnp.asarray(np.exp(1j * gt.sigma_per_V_A * potential)), probe[None], positions, props, ramp
+    )
+    if electrons is None:
+        electrons = dataset.dose_e_per_A2 * dataset.simulation["recipe"]["scan"]["step_A"] ** 2
+    return electrons * np.fft.fftshift(np.asarray(intensity), axes=(-2, -1))
+
+
+def raster_recipe(**overrides):
+    """:func:`tiny_recipe` on a 3×4 raster (0.77 Å steps, no jitter): what a detector
+    file can describe by its scan axes."""
+    return tiny_recipe(scan={"shape": [3, 4], "step_A": 0.77, "jitter_A": 0.0}, **overrides)
+
+
+@pytest.fixture(scope="session")
+def raster_dataset():
+    """The :func:`raster_recipe` dataset (Si [110], 32 px, noise-free, about a second)."""
+    return simulate_dataset(raster_recipe(), progress=False)

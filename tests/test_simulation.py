@@ -4,12 +4,11 @@ truth, detector centre and binning, dose statistics, ground-truth potential."""
 from __future__ import annotations
 
 import abtem
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_recipe
+from conftest import model_patterns_from_ground_truth, tiny_recipe
 
-from ptyopt import model, physics
+from ptyopt import physics
 from ptyopt.data.recipe import recipe_sampling
 from ptyopt.data.simulate import (
     bin_detector,
@@ -19,46 +18,7 @@ from ptyopt.data.simulate import (
 )
 from ptyopt.data.structures import build_specimen
 from ptyopt.errors import ConfigError
-from ptyopt.initial import object_geometry
 from ptyopt.plan import check_bandlimit
-from ptyopt.registration import tile_periodic
-
-
-def model_patterns_from_ground_truth(
-    dataset, shift_px=(0, 0), detector_offset_px=(0.0, 0.0), bandlimit=physics.DEFAULT_BANDLIMIT
-) -> np.ndarray:
-    """Our forward model on exp(iσV) of the dataset's ground truth, centred (n, N, N),
-    propagators band-limited to ``bandlimit`` of Nyquist."""
-    geometry = object_geometry(dataset)
-    gt = dataset.ground_truth
-    potential = tile_periodic(
-        gt.potential_V_A.astype(np.float64), geometry.shape, tuple(geometry.origin_px)
-    )
-    n = dataset.detector_shape[0]
-    optics = dataset.optics
-    probe = physics.probe_wave(
-        (n, n),
-        dataset.pixel_size_A,
-        optics.energy_eV,
-        optics.semiangle_mrad,
-        optics.aberrations,
-        dtype=jnp.complex128,
-    )
-    props = model.slice_propagators(
-        (n, n),
-        dataset.pixel_size_A,
-        optics.energy_eV,
-        [gt.slice_thickness_A] * len(gt.potential_V_A),
-        bandlimit,
-        dtype=jnp.complex128,
-    )
-    positions = jnp.asarray(geometry.positions_px + np.asarray(shift_px))
-    ramp = model.detector_offset_ramp((n, n), detector_offset_px, jnp.complex128)
-    intensity = model.far_field_intensities(
-        jnp.asarray(np.exp(1j * gt.sigma_per_V_A * potential)), probe[None], positions, props, ramp
-    )
-    electrons = dataset.dose_e_per_A2 * dataset.simulation["recipe"]["scan"]["step_A"] ** 2
-    return electrons * np.fft.fftshift(np.asarray(intensity), axes=(-2, -1))
 
 
 def test_simulated_patterns_agree_with_model_on_ground_truth(x64, tiny_dataset):
