@@ -2,7 +2,8 @@
 every hyperparameter and the same shapes compile each engine's iteration once, and the
 constraints' array work once: scheduled values, noise ε, regularizer weights, solver
 constants (Adam's b1/b2, SGD momentum and the Nesterov switch), the position clip
-``max_step_px``, the propagators' band limit and the object low pass's fraction and taper."""
+``max_step_px``, the propagators' band limit and the object low pass's fraction and taper;
+and the microscope a plan assumes (initial probe optics, thickness, scan calibration)."""
 
 from __future__ import annotations
 
