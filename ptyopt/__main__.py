@@ -2,8 +2,9 @@
 
 - ``python -m ptyopt study=<name> [overrides]``: run (or resume) an Optuna study;
 - ``python -m ptyopt report study=<name>``: write its report to ``reports/<name>/``;
-- ``python -m ptyopt reconstruct [dataset=…] [engine=…]``: one reconstruction of the
-  configured plan, scored against the ground truth;
+- ``python -m ptyopt reconstruct [dataset=…|dataset_file=D.h5] [engine=…] [out=DIR]``:
+  one reconstruction of the configured plan, written to ``DIR/reconstruction.h5`` and
+  ``DIR/reconstruction.png`` and scored against the ground truth where there is one;
 - ``python -m ptyopt simulate dataset=<name>``: simulate (or find) the dataset only;
 - ``python -m ptyopt import source=PATH out=DATASET.h5 [metadata=META.yaml]
   [metadata.KEY=VALUE ...]``: write a dataset file from a user's 4D-STEM data
@@ -117,36 +118,44 @@ def _load_study(config, required: bool):
 
 
 def _reconstruct(config, plan_values) -> None:
-    import time
+    from pathlib import Path
 
-    from ptyopt.engines.common import run_plan
-    from ptyopt.initial import measurements_from
-    from ptyopt.observers import EveryKScores, ProgressBar
-    from ptyopt.plan import parse_plan
+    from ptyopt.observers import EveryKScores, IterationLog
+    from ptyopt.reconstruction import Reconstruction, default_output
+    from ptyopt.reconstruction.figure import plot_reconstruction
+    from ptyopt.reconstruction.file import write_reconstruction
     from ptyopt.study.runner import dataset_for, enable_compilation_cache, score_metrics
 
     enable_compilation_cache()
-    plan = parse_plan(plan_values)
-    dataset, _ = dataset_for(config)
-    measurements = measurements_from(dataset)
-    total = sum(engine.iterations for engine in plan.engines)
-    scores = EveryKScores(
-        lambda s: score_metrics(s.object, dataset, measurements)["nrmse"],
-        config.study.score_every,
-        total,
+    dataset, dataset_path = dataset_for(config)
+    reconstruction = Reconstruction(dataset, plan_values)  # every check before compute
+    folder = Path(config.out).expanduser() if config.out else default_output(dataset.name)
+    total = sum(engine.iterations for engine in reconstruction.plan.engines)
+    truth = dataset.ground_truth is not None
+    scores = (
+        EveryKScores(
+            lambda s: score_metrics(s.object, dataset, reconstruction.measurements)["nrmse"],
+            config.study.score_every,
+            total,
+        )
+        if truth
+        else None
     )
-    started = time.perf_counter()
-    state = run_plan(
-        plan, measurements, observers=[scores, ProgressBar(total, scores, label="NRMSE")]
-    )
-    seconds = time.perf_counter() - started
-    final = score_metrics(state.object, dataset, measurements)
+    log = IterationLog(total, sys.stdout, scores, label="NRMSE")
+    state = reconstruction.run([scores, log] if truth else [log])
     print(
-        f"{' → '.join(f'{e.kind} ×{e.iterations}' for e in plan.engines)} on {dataset.name}: "
-        f"{seconds:.1f} s (compilation and scoring included)"
+        f"{' → '.join(f'{e.kind} ×{e.iterations}' for e in reconstruction.plan.engines)} on "
+        f"{dataset.name}: {reconstruction.seconds:.1f} s (compilation included)"
     )
-    print("  NRMSE by iteration: " + ", ".join(f"{i}: {v:.3f}" for i, v in scores.history))
-    print("  final: " + ", ".join(f"{name} {value:.4g}" for name, value in final.items()))
+    h5 = write_reconstruction(folder / "reconstruction.h5", reconstruction, dataset_path)
+    png = plot_reconstruction(reconstruction, folder / "reconstruction.png")
+    print(f"  wrote {h5} and {png}")
+    if truth:
+        final = score_metrics(state.object, dataset, reconstruction.measurements)
+        print("  NRMSE by iteration: " + ", ".join(f"{i}: {v:.3f}" for i, v in scores.history))
+        print("  final: " + ", ".join(f"{name} {value:.4g}" for name, value in final.items()))
+    else:
+        print(f"  {dataset_path} has no ground truth: no scores")
 
 
 def _simulate(config, plan_values) -> None:
@@ -167,7 +176,7 @@ def _app(cfg: DictConfig) -> None:
     from ptyopt.study.settings import validate
 
     try:
-        config, plan_values = validate(cfg)
+        config, plan_values = validate(cfg, study=_command["name"] != "reconstruct")
         {"study": _study, "report": _report, "reconstruct": _reconstruct, "simulate": _simulate}[
             _command["name"]
         ](config, plan_values)

@@ -1,5 +1,7 @@
 """From a dataset to what the engines work on: the object grid, the measurements in the
-model's layout, the initial state, and changes of probe modes or slices between engines.
+model's layout with the microscope a plan assumes (its probe optics, thickness, slicing
+and scan calibration, else the dataset's nominal ones; never the ground truth), the
+initial state, and changes of probe modes or slices between engines.
 
 Geometry: the object grid has the reconstruction pixel dx = λ/(N·Δα); object pixel j
 lies at cell coordinate (j − origin_px)·dx, with an integer ``origin_px`` chosen so
@@ -8,8 +10,10 @@ that every probe window lies inside the object with a margin.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -17,17 +21,25 @@ import numpy as np
 
 from ptyopt import model, physics
 from ptyopt.data.dataset import PtychoDataset
+from ptyopt.errors import ConfigError
+from ptyopt.scan import calibrate_scan
+
+if TYPE_CHECKING:  # ptyopt.plan imports the constraints, which import this module
+    from ptyopt.plan import Plan, ProbeSettings, ScanSettings
 
 
 @dataclass(frozen=True)
 class Geometry:
-    """Object grid for a dataset. positions_px (n, 2) nominal probe centres in object
-    pixels; origin_px (2,) object pixel of the cell origin; shape (H, W); window (N, N)."""
+    """Object grid for a dataset. positions_px (n, 2) probe centres in object pixels;
+    origin_px (2,) object pixel of the dataset positions' origin (for a simulation, the
+    cell's); shape (H, W); window (N, N); margin_px: object pixels around every probe
+    window at the nominal positions."""
 
     positions_px: np.ndarray
     origin_px: np.ndarray
     shape: tuple[int, int]
     window: tuple[int, int]
+    margin_px: int = 2
 
     def field_of_view(self, margin_px: int = 0) -> tuple[slice, slice]:
         """Pixels spanned by the probe centres, shrunk by ``margin_px``."""
@@ -35,34 +47,99 @@ class Geometry:
         hi = np.floor(self.positions_px.max(axis=0)).astype(int) - margin_px + 1
         return (slice(lo[0], hi[0]), slice(lo[1], hi[1]))
 
+    def with_margin(self, margin_px: int) -> Geometry:
+        """The same positions on a grid with ``margin_px`` (what :func:`object_geometry`
+        gives with that margin)."""
+        grow = margin_px - self.margin_px
+        return Geometry(
+            self.positions_px + grow,
+            self.origin_px + grow,
+            (self.shape[0] + 2 * grow, self.shape[1] + 2 * grow),
+            self.window,
+            margin_px,
+        )
+
 
 def object_geometry(dataset: PtychoDataset, margin_px: int = 2) -> Geometry:
-    """Object grid holding every probe window of ``dataset`` plus ``margin_px``
-    (room for position correction)."""
+    """Object grid holding every probe window of ``dataset`` at its nominal positions
+    plus ``margin_px`` (room for position correction and scan calibration)."""
     n = dataset.detector_shape[0]
     scaled = dataset.positions_A / dataset.pixel_size_A
     origin = n // 2 + margin_px - np.floor(scaled.min(axis=0))
     positions = scaled + origin
     extent = np.ceil(positions.max(axis=0)).astype(int) + n // 2 + margin_px + 1
-    return Geometry(positions, origin, (int(extent[0]), int(extent[1])), (n, n))
+    return Geometry(positions, origin, (int(extent[0]), int(extent[1])), (n, n), margin_px)
+
+
+@dataclass(frozen=True)
+class Microscope:
+    """The beam, the specimen and the scan as a reconstruction takes them: a dataset's
+    nominal values (:func:`measurements_from`) or a plan's (:func:`with_plan`).
+
+    semiangle_mrad: convergence semi-angle [mrad]. aberrations: polar coefficients in
+    abTEM's naming, lengths [Å] and azimuths [rad] (C10 = −defocus; C12, phi12: two-fold
+    astigmatism; C30 = Cs). thickness_A: total specimen thickness [Å] (``None``:
+    unknown, so one slice only). slices: the initial number of equal slices.
+    scan_rotation_deg [deg], scan_step_scale: the scan calibration applied to the
+    nominal positions (:func:`ptyopt.scan.calibrate_scan`; 0 and 1: as recorded)."""
+
+    semiangle_mrad: float
+    aberrations: dict[str, float]
+    thickness_A: float | None
+    slices: int
+    scan_rotation_deg: float = 0.0
+    scan_step_scale: float = 1.0
+
+    def plan_settings(self) -> dict[str, Any]:
+        """These values as the plan's keys (``probe``, ``thickness_A``, ``slices``,
+        ``scan``): what a trial records as its resolved microscope."""
+        a = self.aberrations
+        return {
+            "probe": {
+                "defocus_A": -float(a.get("C10", 0.0)),
+                "Cs_A": float(a.get("C30", 0.0)),
+                "astigmatism_A": float(a.get("C12", 0.0)),
+                "astigmatism_angle_deg": float(np.rad2deg(a.get("phi12", 0.0))),
+                "semiangle_mrad": float(self.semiangle_mrad),
+            },
+            "thickness_A": None if self.thickness_A is None else float(self.thickness_A),
+            "slices": int(self.slices),
+            "scan": {
+                "rotation_deg": float(self.scan_rotation_deg),
+                "step_scale": float(self.scan_step_scale),
+            },
+        }
 
 
 @dataclass(frozen=True)
 class Measurements:
     """What is fixed during a reconstruction. patterns (P, N, N) float32 counts with
     pixel N/2 at index 0 (the model's layout); detector_ramp (N, N) for the pattern
-    centre's offset; thickness_A: specimen thickness [Å] and default_slices: the
-    ground truth's slicing (or one slice of ``default_thickness_A`` without one)."""
+    centre's offset; geometry: the object grid and the probe centres the reconstruction
+    starts from; microscope: the optics, specimen thickness, slicing and scan
+    calibration it assumes. nominal_geometry and nominal: the same as the dataset
+    records them (what :func:`with_plan` resolves a plan against); dataset_name: for
+    messages. Nothing here comes from a ground truth."""
 
     patterns: jnp.ndarray
     detector_ramp: jnp.ndarray
-    geometry: Geometry
     pixel_size_A: float
     energy_eV: float
-    semiangle_mrad: float
-    aberrations: dict[str, float]
-    thickness_A: float
-    default_slices: int
+    geometry: Geometry
+    microscope: Microscope
+    nominal_geometry: Geometry
+    nominal: Microscope
+    dataset_name: str = ""
+
+    @property
+    def semiangle_mrad(self) -> float:
+        """The assumed convergence semi-angle [mrad]."""
+        return self.microscope.semiangle_mrad
+
+    @property
+    def thickness_A(self) -> float | None:
+        """The assumed specimen thickness [Å] (``None``: unknown)."""
+        return self.microscope.thickness_A
 
     @property
     def nyquist_angle_mrad(self) -> float:
@@ -77,26 +154,104 @@ class Measurements:
         return jnp.mean(jnp.sum(self.patterns, axis=(-2, -1)))
 
 
-def measurements_from(dataset: PtychoDataset, default_thickness_A: float = 10.0) -> Measurements:
-    """Measurements of a dataset in the model's layout."""
+def measurements_from(dataset: PtychoDataset) -> Measurements:
+    """Measurements of a dataset in the model's layout, assuming its nominal optics,
+    thickness (``nominal_thickness_A``, possibly unknown), slicing (``nominal_slices``,
+    else one slice) and positions. The ground truth is never read."""
     n = dataset.detector_shape[0]
     offset = (n // 2 - dataset.pattern_centre_px[0], n // 2 - dataset.pattern_centre_px[1])
-    truth = dataset.ground_truth
-    thickness = (
-        default_thickness_A if truth is None else truth.slice_thickness_A * len(truth.potential_V_A)
-    )
     geometry = object_geometry(dataset)
+    nominal = Microscope(
+        semiangle_mrad=dataset.optics.semiangle_mrad,
+        aberrations=dict(dataset.optics.aberrations),
+        thickness_A=dataset.nominal_thickness_A,
+        slices=dataset.nominal_slices or 1,
+    )
     return Measurements(
         patterns=jnp.asarray(np.fft.ifftshift(dataset.patterns, axes=(-2, -1))),
         detector_ramp=model.detector_offset_ramp(geometry.window, offset),
-        geometry=geometry,
         pixel_size_A=dataset.pixel_size_A,
         energy_eV=dataset.optics.energy_eV,
-        semiangle_mrad=dataset.optics.semiangle_mrad,
-        aberrations=dict(dataset.optics.aberrations),
-        thickness_A=thickness,
-        default_slices=1 if truth is None else len(truth.potential_V_A),
+        geometry=geometry,
+        microscope=nominal,
+        nominal_geometry=geometry,
+        nominal=nominal,
+        dataset_name=dataset.name,
     )
+
+
+def _planned_aberrations(probe: ProbeSettings, nominal: dict[str, float]) -> dict[str, float]:
+    """The nominal aberrations with the plan's defocus, Cs and astigmatism put in."""
+    aberrations = dict(nominal)
+    if probe.defocus_A is not None:
+        aberrations["C10"] = -float(probe.defocus_A)
+    if probe.Cs_A is not None:
+        aberrations["C30"] = float(probe.Cs_A)
+    if probe.astigmatism_A is not None:
+        aberrations["C12"] = float(probe.astigmatism_A)
+    if probe.astigmatism_angle_deg is not None:
+        aberrations["phi12"] = float(np.deg2rad(probe.astigmatism_angle_deg))
+    return aberrations
+
+
+def _planned_slicing(plan: Plan, nominal: Microscope, dataset: str) -> tuple[float | None, int]:
+    """(thickness [Å] or ``None``, initial slices) of a plan; a plan that needs a
+    thickness nobody gave raises :class:`ConfigError` naming both sources."""
+    thickness = nominal.thickness_A if plan.thickness_A is None else float(plan.thickness_A)
+    unknown = (
+        f"dataset {dataset!r} records no nominal thickness (nominal_thickness_A) and "
+        "plan.thickness_A is null; set plan.thickness_A [Å]"
+    )
+    if plan.slice_thickness_A is not None:
+        if thickness is None:
+            raise ConfigError(f"plan.slice_thickness_A: slicing needs a thickness: {unknown}")
+        slices = max(1, round(thickness / plan.slice_thickness_A))
+    else:
+        slices = plan.slices or nominal.slices
+    most = max([slices, *(engine.slices or 1 for engine in plan.engines)])
+    if most > 1 and thickness is None:
+        raise ConfigError(f"plan.thickness_A: the plan reconstructs {most} slices, but {unknown}")
+    return thickness, slices
+
+
+def _calibrated_geometry(nominal: Geometry, scan: ScanSettings) -> Geometry:
+    """The nominal positions calibrated by ``scan`` on a grid of ``scan.margin_px``;
+    raises :class:`ConfigError` if a probe window would leave the grid."""
+    rotation = 0.0 if scan.rotation_deg is None else float(scan.rotation_deg)
+    step_scale = 1.0 if scan.step_scale is None else float(scan.step_scale)
+    grid = nominal.with_margin(scan.margin_px)
+    positions = calibrate_scan(grid.positions_px, rotation, step_scale)
+    start = jnp.asarray(positions, jnp.float32)  # as the state holds them
+    inside = model.keep_windows_inside(start, grid.window, grid.shape)
+    outside = float(jnp.max(jnp.abs(inside - start)))
+    if outside > 0:
+        raise ConfigError(
+            f"plan.scan: rotation_deg={rotation:g} and step_scale={step_scale:g} move probe "
+            f"windows {outside:.2f} px past the object grid; raise plan.scan.margin_px "
+            f"(now {scan.margin_px}) to at least {scan.margin_px + int(np.ceil(outside))}"
+        )
+    return replace(grid, positions_px=positions)
+
+
+def with_plan(measurements: Measurements, plan: Plan) -> Measurements:
+    """The measurements as ``plan`` takes them: its probe optics, thickness, slicing,
+    scan calibration and object margin, each ``null`` taking the nominal value. Always
+    resolved against the nominal values, so applying it twice changes nothing. Raises
+    :class:`ConfigError` before any compute for a multislice plan without a known
+    thickness, and for a calibrated scan that leaves the object grid."""
+    nominal = measurements.nominal
+    thickness, slices = _planned_slicing(plan, nominal, measurements.dataset_name)
+    semiangle = plan.probe.semiangle_mrad
+    microscope = Microscope(
+        semiangle_mrad=nominal.semiangle_mrad if semiangle is None else float(semiangle),
+        aberrations=_planned_aberrations(plan.probe, nominal.aberrations),
+        thickness_A=thickness,
+        slices=slices,
+        scan_rotation_deg=0.0 if plan.scan.rotation_deg is None else float(plan.scan.rotation_deg),
+        scan_step_scale=1.0 if plan.scan.step_scale is None else float(plan.scan.step_scale),
+    )
+    geometry = _calibrated_geometry(measurements.nominal_geometry, plan.scan)
+    return replace(measurements, geometry=geometry, microscope=microscope)
 
 
 @dataclass(frozen=True)
@@ -132,23 +287,30 @@ def initial_state(
     seed: int,
     bandlimit: float | None = physics.DEFAULT_BANDLIMIT,
 ) -> ReconState:
-    """Object of ones in ``n_slices`` equal slices, the probe from the nominal optics
-    scaled to the mean pattern intensity, ``n_modes`` modes (see :func:`with_probe_modes`),
-    nominal positions, propagators band-limited to ``bandlimit`` of Nyquist."""
+    """Object of ones in ``n_slices`` equal slices of the assumed thickness (one slice
+    of unknown thickness is NaN Å thick), the probe from the assumed optics scaled to
+    the mean pattern intensity, ``n_modes`` modes (see :func:`with_probe_modes`), the
+    assumed positions, propagators band-limited to ``bandlimit`` of Nyquist."""
+    thickness = measurements.thickness_A
+    if thickness is None and n_slices > 1:
+        raise ConfigError(
+            f"plan.thickness_A: {n_slices} slices need a thickness, and dataset "
+            f"{measurements.dataset_name!r} records none (nominal_thickness_A)"
+        )
     window = measurements.geometry.window
     probe = physics.probe_wave(
         window,
         measurements.pixel_size_A,
         measurements.energy_eV,
-        measurements.semiangle_mrad,
-        measurements.aberrations,
+        measurements.microscope.semiangle_mrad,
+        measurements.microscope.aberrations,
     )
     probe = probe * jnp.sqrt(measurements.mean_pattern_counts)
     state = ReconState(
         object=jnp.ones((n_slices, *measurements.geometry.shape), jnp.complex64),
         probe=probe[None],
         positions_px=jnp.asarray(measurements.geometry.positions_px, jnp.float32),
-        slice_thicknesses_A=(measurements.thickness_A / n_slices,) * n_slices,
+        slice_thicknesses_A=(math.nan if thickness is None else thickness / n_slices,) * n_slices,
         bandlimit=bandlimit,
     )
     return with_probe_modes(state, n_modes, seed)

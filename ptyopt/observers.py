@@ -1,13 +1,13 @@
 """Observers: callbacks run after every iteration with an
 :class:`~ptyopt.engines.common.IterationReport` (engine, iteration, loss, wall time,
 state). A scoring observer scores the state every few iterations (the hook that
-pruning uses); the progress bar shows loss and latest score."""
+pruning uses); the iteration log prints one line per iteration:
+the data error and, when scored, the score."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from tqdm.auto import tqdm
+from typing import TextIO
 
 from ptyopt.engines.common import IterationReport
 from ptyopt.initial import ReconState
@@ -27,21 +27,27 @@ class EveryKScores:
             self.history.append((done, self.score(report.state)))
 
 
-class ProgressBar:
-    """A tqdm bar over all iterations of a plan, showing engine, loss and, if given,
-    the latest score of an :class:`EveryKScores`."""
+class IterationLog:
+    """Prints one line per iteration to ``stream``: iterations done of the plan's
+    ``total_iterations``, the engine, the data error (the noise model's mean loss per
+    position) and, where ``scores`` (put before this log among the observers) scored
+    this iteration, its score as ``label``."""
 
     def __init__(
-        self, total_iterations: int, scores: EveryKScores | None = None, label: str = "score"
+        self,
+        total_iterations: int,
+        stream: TextIO,
+        scores: EveryKScores | None = None,
+        label: str = "score",
     ):
-        self.bar = tqdm(total=total_iterations, unit="it", desc="reconstructing")
-        self.scores, self.label = scores, label
+        self.total, self.stream, self.scores, self.label = total_iterations, stream, scores, label
 
     def __call__(self, report: IterationReport) -> None:
-        shown = {"engine": report.engine, "loss": f"{report.loss:.4g}"}
-        if self.scores is not None and self.scores.history:
-            shown[self.label] = f"{self.scores.history[-1][1]:.3f}"
-        self.bar.set_postfix(shown, refresh=False)
-        self.bar.update()
-        if report.state.iterations_done == self.bar.total:
-            self.bar.close()
+        done = report.state.iterations_done
+        line = (
+            f"  {done:>{len(str(self.total))}}/{self.total} {report.engine:<8} "
+            f"data error {report.loss:.6g}"
+        )
+        if self.scores is not None and self.scores.history and self.scores.history[-1][0] == done:
+            line += f"  {self.label} {self.scores.history[-1][1]:.4f}"
+        print(line, file=self.stream, flush=True)

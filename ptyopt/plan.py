@@ -1,6 +1,7 @@
 """Reconstruction plans: a validated sequence of engines, each with its own settings.
 
-A plan is a mapping ``{seed, probe_modes, slices, engines: [ {kind: ..., ...}, ... ]}``.
+A plan is a mapping ``{seed, probe_modes, slices, probe, thickness_A, slice_thickness_A,
+scan, bandlimit, engines: [ {kind: ..., ...}, ... ]}``.
 Each engine entry is checked against the dataclass of its kind (unknown keys and wrong
 types fail naming the engine and key); scalar hyperparameters may be numbers or
 schedules (:mod:`ptyopt.schedules`) and are checked here too, before any compute.
@@ -8,6 +9,7 @@ schedules (:mod:`ptyopt.schedules`) and are checked here too, before any compute
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -134,24 +136,117 @@ ENGINE_SETTINGS: dict[str, type[EngineSettings]] = {
 
 
 @dataclass
+class ProbeSettings:
+    """The optics the initial probe is built from (:func:`ptyopt.physics.probe_wave`);
+    each ``null`` takes the dataset's nominal value. defocus_A [Å], abTEM's sign
+    (C10 = −defocus: a positive defocus puts the crossover below the entrance surface);
+    Cs_A: spherical aberration C30 [Å]; astigmatism_A: two-fold astigmatism C12 [Å],
+    ≥ 0; astigmatism_angle_deg: its azimuth phi12 [deg], from +x towards +y (the phase
+    is C12·α²/2·cos 2(φ − phi12), so it has a period of 180°); semiangle_mrad: the
+    convergence semi-angle [mrad]. Other aberrations of the nominal optics are kept."""
+
+    defocus_A: Any = None
+    Cs_A: Any = None
+    astigmatism_A: Any = None
+    astigmatism_angle_deg: Any = None
+    semiangle_mrad: Any = None
+
+
+@dataclass
+class ScanSettings:
+    """The scan calibration applied to the nominal positions about their centroid c:
+    p = c + step_scale·R(rotation_deg)·(p_nominal − c), R rotating from +x towards +y
+    (:func:`ptyopt.scan.calibrate_scan`). rotation_deg [deg] (``null``: 0) and
+    step_scale (> 0, ``null``: 1) state the true scan relative to the recorded one.
+    margin_px: object pixels around every probe window at the nominal positions (room
+    for position correction and for the calibration; the object grid, and so the
+    compiled step, do not depend on rotation_deg and step_scale)."""
+
+    rotation_deg: Any = None
+    step_scale: Any = None
+    margin_px: int = 2
+
+
+@dataclass
 class Plan:
-    """seed: all random choices (grouping, initial modes). probe_modes, slices: initial
-    number of probe modes and object slices (``null`` slices: the dataset's
-    ground-truth slicing). bandlimit: the propagators' band limit as a fraction of the
-    object grid's Nyquist frequency, in (0, 1] (``null``: none, which aliases); it must
-    pass the probe's aperture (:func:`check_bandlimit`). engines: the engines, run in
-    order on one state."""
+    """seed: all random choices (grouping, initial modes). probe_modes: initial number
+    of probe modes. The microscope as the reconstruction starts from it, each ``null``
+    taking the dataset's nominal value (never its ground truth): ``probe`` (the initial
+    probe's optics, :class:`ProbeSettings`), ``thickness_A`` (total specimen thickness
+    [Å]), the initial slicing as ``slices`` (number of equal slices; ``null``: the
+    dataset's nominal slicing, else one) or ``slice_thickness_A`` (the number of slices
+    is the nearest whole number, at least 1, to thickness_A/slice_thickness_A; not both),
+    ``scan`` (:class:`ScanSettings`). bandlimit: the propagators' band limit as a
+    fraction of the object grid's Nyquist frequency, in (0, 1] (``null``: none, which
+    aliases); it must pass the probe's aperture (:func:`check_bandlimit`). engines: the
+    engines, run in order on one state."""
 
     engines: list[EngineSettings]
     seed: int = 0
     probe_modes: int = 1
     slices: Any = None
+    slice_thickness_A: Any = None
+    thickness_A: Any = None
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    scan: ScanSettings = field(default_factory=ScanSettings)
     bandlimit: Any = DEFAULT_BANDLIMIT
 
 
 def _require(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{key}: {message}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_optional_number(
+    value: Any, key: str, low: float | None = None, high: float | None = None
+) -> None:
+    """``null`` or a finite number in the open interval (low, high) (``None``: unbounded)."""
+    if value is None:
+        return
+    bounds = (
+        f" in ({low:g}, {high:g})"
+        if high is not None
+        else (f" > {low:g}" if low is not None else "")
+    )
+    _require(
+        _is_number(value) and (low is None or value > low) and (high is None or value < high),
+        key,
+        f"must be a finite number{bounds} or null, got {value!r}",
+    )
+
+
+def _check_microscope(plan: Plan) -> None:
+    """The plan's microscope settings: numbers in their ranges, or ``null``."""
+    probe, scan = plan.probe, plan.scan
+    for name in ("defocus_A", "Cs_A", "astigmatism_angle_deg"):
+        _check_optional_number(getattr(probe, name), f"plan.probe.{name}")
+    if probe.astigmatism_A is not None:
+        _require(
+            _is_number(probe.astigmatism_A) and probe.astigmatism_A >= 0,
+            "plan.probe.astigmatism_A",
+            "must be a finite number >= 0 (its direction is astigmatism_angle_deg) or null, "
+            f"got {probe.astigmatism_A!r}",
+        )
+    _check_optional_number(probe.semiangle_mrad, "plan.probe.semiangle_mrad", 0, 200)
+    _check_optional_number(plan.thickness_A, "plan.thickness_A", 0)
+    _check_optional_number(plan.slice_thickness_A, "plan.slice_thickness_A", 0)
+    _require(
+        plan.slices is None or plan.slice_thickness_A is None,
+        "plan.slice_thickness_A",
+        f"give plan.slices ({plan.slices}) or plan.slice_thickness_A "
+        f"({plan.slice_thickness_A}), not both",
+    )
+    _check_optional_number(scan.rotation_deg, "plan.scan.rotation_deg")
+    _check_optional_number(scan.step_scale, "plan.scan.step_scale", 0)
+    _require(
+        isinstance(scan.margin_px, int) and scan.margin_px >= 0,
+        "plan.scan.margin_px",
+        f"must be an integer >= 0, got {scan.margin_px!r}",
+    )
 
 
 def _check_engine(engine: EngineSettings, where: str) -> None:
@@ -242,6 +337,7 @@ def parse_plan(values: Mapping) -> Plan:
         "plan.slices",
         f"must be an integer >= 1 or null, got {plan.slices!r}",
     )
+    _check_microscope(plan)
     bandlimit = plan.bandlimit
     _require(
         bandlimit is None

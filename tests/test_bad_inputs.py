@@ -4,9 +4,10 @@ A small study is run first (COMPLETE trials, in a project folder of this module'
 Then each bad input is given to the real command line, against the same study name and
 storage: fatal ones (unknown key, wrong type, out-of-range value, low > high, unknown
 sampler/pruner/engine, missing, truncated or corrupt dataset file, NaN patterns,
-patterns/positions count mismatch) must exit non-zero with one short paragraph naming
-the problem and no traceback; a diverging learning rate must become a FAIL trial with
-its reason while the study completes its budget. After every case the storage is
+patterns/positions count mismatch, a file without the ground truth a study scores
+against) must exit non-zero with one short paragraph naming the problem and no
+traceback; a diverging learning rate must become a FAIL trial with its reason while the
+study completes its budget. After every case the storage is
 re-opened and every earlier trial is found unchanged.
 """
 
@@ -274,6 +275,10 @@ def _one_position_short(file: h5py.File) -> None:
     _replace(file, "positions_A", file["positions_A"][()][:-1])
 
 
+def _no_ground_truth(file: h5py.File) -> None:
+    del file["ground_truth"]
+
+
 FILE_CASES = {
     "truncated": (truncated, ["is not a readable HDF5 file (truncated or corrupt?)"]),
     "garbage": (garbage, ["is not a readable HDF5 file (truncated or corrupt?)"]),
@@ -286,6 +291,7 @@ FILE_CASES = {
         _edited(_one_position_short),
         ["/positions_A has 63 positions but /patterns has 64 patterns"],
     ),
+    "no ground truth": (_edited(_no_ground_truth), ["has no ground truth to score trials against"]),
 }
 
 

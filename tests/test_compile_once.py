@@ -2,7 +2,8 @@
 every hyperparameter and the same shapes compile each engine's iteration once, and the
 constraints' array work once: scheduled values, noise ε, regularizer weights, solver
 constants (Adam's b1/b2, SGD momentum and the Nesterov switch), the position clip
-``max_step_px``, the propagators' band limit and the object low pass's fraction and taper."""
+``max_step_px``, the propagators' band limit and the object low pass's fraction and taper;
+and the microscope a plan assumes (initial probe optics, thickness, scan calibration)."""
 
 from __future__ import annotations
 
@@ -113,3 +114,39 @@ def test_each_engine_step_compiles_once_across_trials(small_dataset, kind):
         run_plan(plan, measurements)
     assert compiled._cache_size() == 1
     assert [f._cache_size() for f in constraint_steps] == [1, 1]
+
+
+MICROSCOPES = [
+    {
+        "probe": {
+            "defocus_A": defocus,
+            "Cs_A": cs,
+            "astigmatism_A": astigmatism,
+            "astigmatism_angle_deg": angle,
+            "semiangle_mrad": semiangle,
+        },
+        "thickness_A": thickness,
+        "scan": {"rotation_deg": rotation, "step_scale": scale},
+    }
+    for defocus, cs, astigmatism, angle, semiangle, thickness, rotation, scale in [
+        (None, None, None, None, None, None, None, None),  # the nominal microscope
+        (90.0, 1.0e4, 5.0, 30.0, 22.0, 5.0, 2.0, 1.02),
+        (-10.0, 0.0, 20.0, -45.0, 24.0, 12.0, -3.0, 0.97),
+        (40.0, -2.0e4, 0.0, 0.0, 25.0, 9.76, 0.5, 1.0),
+        (0.0, 5.0e3, 12.0, 170.0, 19.0, 7.0, -1.0, 1.04),
+    ]
+]
+
+
+@pytest.mark.parametrize("kind", ["gradient", "epie", "lsqml"])
+def test_the_microscope_settings_compile_once(small_dataset, kind):
+    """Probe defocus, Cs, astigmatism and its angle, semi-angle, thickness (2 slices)
+    and scan rotation and step scale: five microscopes, one compilation."""
+    module, name = ITERATION_FUNCTIONS[kind]
+    compiled = getattr(importlib.import_module(module), name)
+    compiled.clear_cache()
+    measurements = measurements_from(small_dataset)
+    for microscope in MICROSCOPES:
+        engine = {"kind": kind, "iterations": 2, "group_size": 16}
+        run_plan(parse_plan({"slices": 2, **microscope, "engines": [engine]}), measurements)
+    assert compiled._cache_size() == 1

@@ -12,7 +12,7 @@ import pytest
 from ptyopt import physics
 from ptyopt.constraints import CONSTRAINTS, apply_constraints, depth_blur_matrix, parse_constraints
 from ptyopt.errors import ConfigError
-from ptyopt.initial import Geometry, Measurements, ReconState
+from ptyopt.initial import Geometry, Measurements, Microscope, ReconState
 from ptyopt.regularizers import REGULARIZERS, parse_regularizers
 
 S, H, W, N = 3, 24, 32, 32
@@ -43,8 +43,16 @@ def measurements(shape=(40, 48), counts=2.0):
     positions = np.array([[y, x] for y in (12.0, 20.0, 28.0) for x in (12.0, 24.0, 36.0)])
     geometry = Geometry(positions, np.zeros(2), shape, (N, N))
     patterns = jnp.full((len(positions), N, N), counts, jnp.float32)
+    microscope = Microscope(semiangle_mrad=20.0, aberrations={}, thickness_A=10.0, slices=2)
     return Measurements(
-        patterns, jnp.ones((N, N), jnp.complex64), geometry, 0.2, 200e3, 20.0, {}, 10.0, 2
+        patterns,
+        jnp.ones((N, N), jnp.complex64),
+        0.2,
+        200e3,
+        geometry,
+        microscope,
+        geometry,
+        microscope,
     )
 
 

@@ -15,7 +15,7 @@ import optuna
 import pytest
 from conftest import EAGER_PRUNING, TINY_STUDY
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from ptyopt.errors import ConfigError
 from ptyopt.initial import measurements_from
@@ -395,3 +395,29 @@ def test_resuming_with_another_iterate_fails(best_and_final, monkeypatch):
     ):
         run_study(config, plan_values, progress=False)
     assert len(studies["best"].trials) == 3
+
+
+def test_a_study_tunes_the_microscope_and_records_it(home):
+    """Defocus and scan rotation searched as plan settings: each trial records the
+    resolved microscope (the searched values, the nominal rest) in its user attributes
+    and its config.yaml, and its final data error."""
+    defocus, rotation = "plan.probe.defocus_A", "plan.scan.rotation_deg"
+    space = (
+        f"++study.search_space={{{defocus}: {{type: float, low: 0.0, high: 80.0}}, "
+        f"{rotation}: {{type: float, low: -2.0, high: 2.0}}}}"
+    )
+    config, plan_values = validate(
+        composed("study.name=calibrate", "study.n_trials=2", "pruner=none", space)
+    )
+    study = run_study(config, plan_values, progress=False)
+    dataset, _ = dataset_for(config, progress=False)
+    for trial in study.trials:
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        microscope = trial.user_attrs["microscope"]
+        assert microscope["probe"]["defocus_A"] == pytest.approx(trial.params[defocus])
+        assert microscope["scan"] == {"rotation_deg": trial.params[rotation], "step_scale": 1.0}
+        assert microscope["probe"]["semiangle_mrad"] == dataset.optics.semiangle_mrad
+        assert microscope["thickness_A"] == dataset.nominal_thickness_A
+        assert np.isfinite(trial.user_attrs["data_error"])
+        recorded = OmegaConf.load(Path(trial.user_attrs["trial_dir"]) / "config.yaml")
+        assert OmegaConf.to_container(recorded.microscope) == microscope

@@ -18,7 +18,7 @@ import numpy as np
 from omegaconf import MISSING, OmegaConf
 
 from ptyopt import physics
-from ptyopt.data.dataset import DopantSite
+from ptyopt.data.dataset import DopantSite, Optics
 from ptyopt.data.structures import RMS_DISPLACEMENT_A, STRUCTURES, Specimen, build_specimen
 from ptyopt.errors import ConfigError
 from ptyopt.paths import conf_dir
@@ -110,11 +110,35 @@ class SimulationRecipe:
 
 
 @dataclass
+class NominalRecipe:
+    """What the dataset file records where the microscopist's knowledge is off; each
+    ``null`` records the true value. The simulation always uses the true ones.
+
+    defocus_A, Cs_A [Å], semiangle_mrad [mrad]: the nominal optics written to the file
+    (``optics``). thickness_A [Å]: the nominal specimen thickness
+    (``nominal_thickness_A``; the true one is the slab's, whole unit cells).
+    scan_rotation_deg [deg] and scan_step_scale: the scan calibration the recorded
+    positions lack: the file holds the true positions p turned by −scan_rotation_deg
+    (from +x towards +y) and divided by scan_step_scale about their centroid c,
+    c + R(−θ)(p − c)/s, so that a plan with ``scan: {rotation_deg: θ, step_scale: s}``
+    recovers the true positions (:func:`ptyopt.scan.calibrate_scan`)."""
+
+    defocus_A: Any = None
+    Cs_A: Any = None
+    semiangle_mrad: Any = None
+    thickness_A: Any = None
+    scan_rotation_deg: Any = None
+    scan_step_scale: Any = None
+
+
+@dataclass
 class DatasetRecipe:
     """A simulated dataset. ``reconstruction_slices``: slices of the ground truth
     (equal thickness). ``dose_e_per_A2``: electron dose [e/Å²]; it sets the count scale
     of the patterns (dose·step² electrons per position). ``poisson_noise``: sample the
-    counts (seeded by ``noise_seed``), or keep the noise-free expected counts."""
+    counts (seeded by ``noise_seed``), or keep the noise-free expected counts.
+    ``nominal``: the nominal values the file records where they differ from the truth
+    (:class:`NominalRecipe`)."""
 
     name: str = "quickstart"
     structure: StructureRecipe = field(default_factory=StructureRecipe)
@@ -126,6 +150,7 @@ class DatasetRecipe:
     dose_e_per_A2: float = 1.0e5
     poisson_noise: bool = True
     noise_seed: int = 0
+    nominal: NominalRecipe = field(default_factory=NominalRecipe)
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -207,7 +232,36 @@ def validate_recipe(recipe: DatasetRecipe) -> DatasetRecipe:
         f"must be >= 1, got {recipe.reconstruction_slices}",
     )
     _require(recipe.dose_e_per_A2 > 0, "dose_e_per_A2", f"must be > 0, got {recipe.dose_e_per_A2}")
+    _validate_nominal(recipe.nominal)
     return recipe
+
+
+def _validate_nominal(nominal: NominalRecipe) -> None:
+    """Each nominal value ``null`` or a finite number in its range."""
+    ranges = {
+        "defocus_A": (None, None),
+        "Cs_A": (None, None),
+        "semiangle_mrad": (0, 200),
+        "thickness_A": (0, None),
+        "scan_rotation_deg": (None, None),
+        "scan_step_scale": (0, None),
+    }
+    for name, (low, high) in ranges.items():
+        value = getattr(nominal, name)
+        if value is None:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        _require(
+            number
+            and bool(np.isfinite(value))
+            and (low is None or value > low)
+            and (high is None or value < high),
+            f"nominal.{name}",
+            "must be null or a finite number"
+            + (f" > {low}" if low is not None else "")
+            + (f" and < {high}" if high is not None else "")
+            + f", got {value!r}",
+        )
 
 
 def _validate_dopants(structure: StructureRecipe) -> None:
@@ -351,15 +405,37 @@ def derive_sampling(recipe: DatasetRecipe, cell_edge_A: float) -> Sampling:
     return Sampling(pixel, d.pixels * d.bin * recipe.simulation.oversampling, pitch, max_angle)
 
 
+def true_or(nominal: float | None, true: float) -> float:
+    """A ``nominal`` recipe value, or the true one where it is ``null``."""
+    return float(true if nominal is None else nominal)
+
+
+def nominal_optics(recipe: DatasetRecipe) -> Optics:
+    """The optics a recipe's file records: ``nominal`` defocus, Cs and semi-angle where
+    given, else the true ones (abTEM's sign: C10 = −defocus)."""
+    o, nominal = recipe.optics, recipe.nominal
+    return Optics(
+        o.energy_kV * 1e3,
+        true_or(nominal.semiangle_mrad, o.semiangle_mrad),
+        {"C10": -true_or(nominal.defocus_A, o.defocus_A), "C30": true_or(nominal.Cs_A, o.Cs_A)},
+    )
+
+
 def recipe_sampling(recipe: DatasetRecipe) -> Sampling:
     """:func:`derive_sampling` of ``recipe`` on its specimen's lateral cell (the cell is
     built with ASE, in milliseconds; no simulation)."""
     return derive_sampling(recipe, specimen_of(recipe.structure).cell_edge_A)
 
 
+#: Revision of what a simulation writes for a recipe, part of its hash: a revision
+#: renames every cache file, so that files written before (2: the nominal thickness and
+#: slicing recorded, the ``nominal`` section) are simulated again, never read.
+SIMULATION_REVISION = 2
+
+
 def recipe_to_dict(recipe: DatasetRecipe) -> dict[str, Any]:
-    """Plain nested dict of a recipe (JSON-serialisable). A recipe without dopants
-    leaves the key out, as before dopants existed, so that its hash is unchanged."""
+    """Plain nested dict of a recipe (JSON-serialisable). Without dopants, or without
+    any nominal value, it leaves that key out, as before they existed."""
     values = (
         dataclasses.asdict(recipe)
         if dataclasses.is_dataclass(recipe)
@@ -367,12 +443,22 @@ def recipe_to_dict(recipe: DatasetRecipe) -> dict[str, Any]:
     )
     if not values["structure"].get("dopants"):
         values["structure"].pop("dopants", None)
+    if all(value is None for value in (values.get("nominal") or {}).values()):
+        values.pop("nominal", None)
     return values
 
 
 def recipe_hash(recipe: DatasetRecipe, abtem_version: str) -> str:
-    """12-hex-digit hash of the recipe and the abTEM version, naming the cache file."""
-    payload = json.dumps({"recipe": recipe_to_dict(recipe), "abtem": abtem_version}, sort_keys=True)
+    """12-hex-digit hash of the recipe, the abTEM version and
+    :data:`SIMULATION_REVISION`, naming the cache file."""
+    payload = json.dumps(
+        {
+            "recipe": recipe_to_dict(recipe),
+            "abtem": abtem_version,
+            "revision": SIMULATION_REVISION,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 

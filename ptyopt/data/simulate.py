@@ -13,6 +13,11 @@ pattern is the weighted incoherent sum of coherent patterns over the quadrature 
 position expanded into its displaced source positions (position-major) before it is
 batched; the coherent case is one node of weight 1, the same computation as without.
 
+Nominal metadata (``nominal``): the file records the nominal optics, thickness and
+scan positions (:func:`nominal_optics`, :func:`recorded_positions`) where the recipe
+makes them differ from the true ones the simulation uses; the simulation record keeps
+the whole recipe, truth included (for scoring and provenance, never for reconstructing).
+
 Dopants (``structure.dopants``) are substituted before the frozen-phonon
 configurations are drawn, each displaced with its own element's rms; the sites as
 substituted go into the simulation record and the ground truth's dopant table.
@@ -33,17 +38,20 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ptyopt import physics
-from ptyopt.data.dataset import DopantTable, GroundTruth, Optics, PtychoDataset
+from ptyopt.data.dataset import DopantTable, GroundTruth, PtychoDataset
 from ptyopt.data.recipe import (
     CoherenceQuadrature,
     DatasetRecipe,
     Sampling,
     coherence_quadrature,
     derive_sampling,
+    nominal_optics,
     recipe_to_dict,
     specimen_of,
+    true_or,
 )
 from ptyopt.data.structures import RMS_DISPLACEMENT_A, Specimen
+from ptyopt.scan import calibrate_scan
 
 
 def scan_positions_A(recipe: DatasetRecipe, cell_edge_A: float) -> np.ndarray:
@@ -178,25 +186,36 @@ def simulate_dataset(recipe: DatasetRecipe, progress: bool = True) -> PtychoData
         recipe, specimen, sampling, potential_sum / len(configs), sub, thicknesses, energy
     )
     noisy = _apply_dose(recipe, patterns)
+    nominal = recipe.nominal
     return PtychoDataset(
         name=recipe.name,
         patterns=noisy.astype(np.float32),
-        positions_A=positions,
-        optics=Optics(
-            energy,
-            recipe.optics.semiangle_mrad,
-            {"C10": -recipe.optics.defocus_A, "C30": recipe.optics.Cs_A},
-        ),
+        positions_A=recorded_positions(recipe, positions),
+        optics=nominal_optics(recipe),
         angular_sampling_mrad=sampling.angular_sampling_mrad,
         pattern_centre_px=pattern_centre(recipe),
         dose_e_per_A2=float(recipe.dose_e_per_A2),
         ground_truth=ground_truth,
-        nominal_thickness_A=float(specimen.thickness_A),
+        nominal_thickness_A=float(
+            specimen.thickness_A if nominal.thickness_A is None else nominal.thickness_A
+        ),
         nominal_slices=int(recipe.reconstruction_slices),
         simulation=_simulation_record(
             recipe, specimen, sampling, thicknesses, quadrature, time.perf_counter() - started
         ),
     )
+
+
+def recorded_positions(recipe: DatasetRecipe, true_positions_A: np.ndarray) -> np.ndarray:
+    """The positions (n, 2) [Å] a recipe's file records: the true ones with the
+    ``nominal`` scan calibration undone, c + R(−θ)(p − c)/s about their centroid c, so
+    that :func:`ptyopt.scan.calibrate_scan` by (θ, s) gives back the true ones."""
+    nominal = recipe.nominal
+    rotation = true_or(nominal.scan_rotation_deg, 0.0)
+    step_scale = true_or(nominal.scan_step_scale, 1.0)
+    if rotation == 0.0 and step_scale == 1.0:
+        return true_positions_A
+    return calibrate_scan(true_positions_A, -rotation, 1.0 / step_scale)
 
 
 def pattern_centre(recipe: DatasetRecipe) -> tuple[float, float]:

@@ -20,7 +20,14 @@ import numpy as np
 
 from ptyopt.constraints import apply_constraints, parse_constraints
 from ptyopt.grouping import Grouper, Groups
-from ptyopt.initial import Measurements, ReconState, initial_state, with_probe_modes, with_slices
+from ptyopt.initial import (
+    Measurements,
+    ReconState,
+    initial_state,
+    with_plan,
+    with_probe_modes,
+    with_slices,
+)
 from ptyopt.plan import EngineSettings, Plan, check_bandlimit
 from ptyopt.schedules import Schedule, make_schedule
 
@@ -204,14 +211,24 @@ def run_plan(
     observers: Iterable[Observer] = (),
     state: ReconState | None = None,
 ) -> ReconState:
-    """Run every engine of ``plan`` in order on one state (a fresh initial state unless
-    given; either way with the plan's band limit) and return the final state. A band
-    limit inside the probe's aperture raises :class:`ConfigError` before any compute."""
+    """Run every engine of ``plan`` in order on one state and return the final state.
+    The measurements are taken as the plan assumes them (:func:`with_plan`: its probe
+    optics, thickness, slicing and scan calibration, else the nominal ones); a fresh
+    initial state is built from those unless ``state`` is given; either way with the
+    plan's band limit. A band limit inside the probe's aperture, a multislice plan of
+    unknown thickness or a calibrated scan off the object grid raise
+    :class:`ConfigError` before any compute."""
+    measurements = with_plan(measurements, plan)
     check_bandlimit(plan.bandlimit, measurements.nyquist_angle_mrad, measurements.semiangle_mrad)
     observers = list(observers)
     if state is None:
-        slices = plan.slices or measurements.default_slices
-        state = initial_state(measurements, slices, plan.probe_modes, plan.seed, plan.bandlimit)
+        state = initial_state(
+            measurements,
+            measurements.microscope.slices,
+            plan.probe_modes,
+            plan.seed,
+            plan.bandlimit,
+        )
     else:
         state = replace(state, bandlimit=plan.bandlimit)
     for index, settings in enumerate(plan.engines):

@@ -41,7 +41,7 @@ from ptyopt.data.dataset import PtychoDataset
 from ptyopt.data.file import DatasetFileError, read_dataset
 from ptyopt.engines.common import DivergenceError, IterationReport, run_plan
 from ptyopt.errors import ConfigError
-from ptyopt.initial import Measurements, ReconState, measurements_from
+from ptyopt.initial import Measurements, ReconState, measurements_from, with_plan
 from ptyopt.paths import compilation_cache, project_root
 from ptyopt.plan import check_bandlimit, parse_plan
 from ptyopt.study.artifacts import trial_dir, write_trial
@@ -182,18 +182,24 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     params = suggest(trial, work.config.study.search_space)
     trial_plan = with_params(work.plan_values, params)
     plan = parse_plan(trial_plan)
+    measurements = with_plan(work.measurements, plan)  # as the trial assumes them
+    microscope = measurements.microscope.plan_settings()
     first_iterations: list[float] = []
     other_iterations: list[float] = []
 
+    losses: list[float] = []
+
     def timing(report: IterationReport) -> None:
         (first_iterations if report.iteration == 0 else other_iterations).append(report.seconds)
+        losses.append(report.loss)
 
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
     trial.set_user_attr("trial_dir", str(trial_dir(work.folder, trial.number)))
+    trial.set_user_attr("microscope", microscope)
     trial.set_user_attr("bandlimit", plan.bandlimit)
     if plan.bandlimit is not None:
-        nyquist = work.measurements.nyquist_angle_mrad
+        nyquist = measurements.nyquist_angle_mrad
         trial.set_user_attr("bandlimit_mrad", plan.bandlimit * nyquist)
     objective = work.config.objective
     reporter = ConvergenceReporter(  # its clock starts the reconstruction's
@@ -203,10 +209,10 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
         len(objective.metrics) == 1,
         work.config.study.score_every,
         work.dataset,
-        work.measurements,
+        measurements,
     )
     try:
-        state = run_plan(plan, work.measurements, observers=[timing, reporter])
+        state = run_plan(plan, measurements, observers=[timing, reporter])
     except BaseException:  # pruned and diverged trials keep their curve and best so far
         trial.set_user_attr("curve", reporter.curve)
         if reporter.best is not None:
@@ -214,7 +220,7 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
         raise
     reconstruction_s = time.perf_counter() - reporter.started - reporter.seconds
     if reporter.latest is None or reporter.latest.iteration != state.iterations_done:
-        scores = score_metrics(state.object, work.dataset, work.measurements)
+        scores = score_metrics(state.object, work.dataset, measurements)
         reporter.record(
             ScoredIterate(state.iterations_done, {**scores, "seconds": reconstruction_s}, state)
         )
@@ -230,6 +236,7 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
         **OmegaConf.to_container(OmegaConf.structured(work.config)),
         "plan": trial_plan,
         "params": params,
+        "microscope": microscope,
     }
     if objective.iterate == "best":
         chosen = best
@@ -239,13 +246,14 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     write_trial(
         trial_dir(work.folder, trial.number),
         chosen.state,
-        work.measurements,
+        measurements,
         work.dataset_path,
         recorded,
         resolved,
     )
     trial.set_user_attr("metrics", final.scores)
     trial.set_user_attr("best_iterate", best.as_user_attribute())
+    trial.set_user_attr("data_error", losses[-1])
     trial.set_user_attr("reconstruction_s", reconstruction_s)
     trial.set_user_attr("intermediate_scoring_s", reporter.seconds)
     trial.set_user_attr("compile_time_s", compile_s)
@@ -408,8 +416,9 @@ def _ask_within_budget(
 
 
 def dataset_for(config: StudyConfig, progress: bool = True) -> tuple[PtychoDataset, Path]:
-    """The study's dataset and its file: ``dataset_file`` if given (validated on read),
-    else the recipe's cached simulation (simulated when missing)."""
+    """The configured dataset and its file: ``dataset_file`` if given (validated on
+    read; it may lack a ground truth), else the recipe's cached simulation (simulated
+    when missing)."""
     if config.dataset_file is None:
         from ptyopt.data.cache import cached_dataset_path, load_or_simulate  # imports abTEM
 
@@ -421,8 +430,6 @@ def dataset_for(config: StudyConfig, progress: bool = True) -> tuple[PtychoDatas
         dataset = read_dataset(path)
     except DatasetFileError as err:
         raise DatasetFileError(f"dataset_file: {err}") from None
-    if dataset.ground_truth is None:
-        raise ConfigError(f"dataset_file: {path} has no ground truth to score trials against")
     return dataset, path
 
 
@@ -437,8 +444,14 @@ def run_study(config: StudyConfig, plan_values: dict, progress: bool = True) -> 
     )
     pruner = make_pruner(config.pruner, max(max_iterations, config.pruner.min_resource + 1))
     dataset, dataset_path = dataset_for(config, progress)
+    if dataset.ground_truth is None:
+        raise ConfigError(
+            f"dataset_file: {dataset_path} has no ground truth to score trials against "
+            "(python -m ptyopt reconstruct reconstructs it)"
+        )
     measurements = measurements_from(dataset)
-    check_bandlimit(plan.bandlimit, measurements.nyquist_angle_mrad, measurements.semiangle_mrad)
+    planned = with_plan(measurements, plan)  # thickness and scan checked before any trial
+    check_bandlimit(plan.bandlimit, planned.nyquist_angle_mrad, planned.semiangle_mrad)
     depth = [m for m in config.objective.metrics if m in metrics.DEPTH_SCALARS]
     if depth and dataset.ground_truth.dopants is None:
         raise ConfigError(

@@ -2,8 +2,10 @@
 validation, before any compute. Every error is a :class:`ConfigError` naming the key.
 
 Top-level keys: ``dataset`` (a dataset recipe), ``dataset_file`` (``null``, or the path of
-an existing dataset HDF5 file with ground truth to use instead of simulating), ``plan``
-(a reconstruction plan, from the ``engine`` config group), ``study``, ``objective``,
+an existing dataset HDF5 file to use instead of simulating; a study needs its ground
+truth, ``reconstruct`` does not), ``plan`` (a reconstruction plan, from the ``engine``
+config group), ``out`` (the folder ``reconstruct`` writes to; ``null``:
+``reconstructions/<dataset name>/`` in the project), ``study``, ``objective``,
 ``sampler``, ``pruner``, ``storage``. Search-space entries address any plan value by a
 dotted path, e.g. ``plan.engines.0.object_solver.learning_rate``.
 """
@@ -17,7 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ptyopt.data.recipe import DatasetRecipe, recipe_from_mapping, recipe_sampling
+from ptyopt.data.recipe import (
+    DatasetRecipe,
+    nominal_optics,
+    recipe_from_mapping,
+    recipe_sampling,
+)
 from ptyopt.errors import ConfigError
 from ptyopt.plan import Plan, check_bandlimit, parse_plan
 from ptyopt.schema import to_dataclass
@@ -119,6 +126,7 @@ class StudyConfig:
     dataset: DatasetRecipe = field(default_factory=DatasetRecipe)
     dataset_file: Any = None
     plan: Any = None
+    out: Any = None
     study: StudySettings = field(default_factory=StudySettings)
     objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
@@ -263,8 +271,10 @@ def _check_arms(s: StudySettings) -> None:
     )
 
 
-def validate(values: DictConfig) -> tuple[StudyConfig, dict]:
-    """Typed, validated configuration and the plan as a plain dict (base for trials)."""
+def validate(values: DictConfig, study: bool = True) -> tuple[StudyConfig, dict]:
+    """Typed, validated configuration and the plan as a plain dict (base for trials).
+    ``study=False`` (one reconstruction) checks the dataset, the plan and ``out`` only,
+    not the study's search space, objective, sampler, pruner or storage."""
     config = to_dataclass(StudyConfig, values)
     config.dataset = recipe_from_mapping(OmegaConf.structured(config.dataset))
     _require(
@@ -275,6 +285,23 @@ def validate(values: DictConfig) -> tuple[StudyConfig, dict]:
         if not isinstance(config.plan, dict)
         else dict(config.plan)
     )
+    plan = parse_plan(plan_values)
+    if config.dataset_file is None:  # a file's sampling is checked once it is read
+        sampling = recipe_sampling(config.dataset)
+        semiangle = plan.probe.semiangle_mrad or nominal_optics(config.dataset).semiangle_mrad
+        check_bandlimit(plan.bandlimit, sampling.max_angle_mrad, semiangle)
+    _require(
+        config.out is None or isinstance(config.out, str),
+        "out",
+        f"must be a folder path or null, got {config.out!r}",
+    )
+    if study:
+        _validate_study(config, plan_values)
+    return config, plan_values
+
+
+def _validate_study(config: StudyConfig, plan_values: dict) -> None:
+    """The study's own settings, its search space and baselines against the plan."""
     s = config.study
     _require(_is_name(s.name), "study.name", f"use letters, digits, '-' and '_', got {s.name!r}")
     _require(s.n_trials >= 1, "study.n_trials", f"must be >= 1, got {s.n_trials}")
@@ -299,12 +326,6 @@ def validate(values: DictConfig) -> tuple[StudyConfig, dict]:
             ),
         )
         plan_with(plan_values, baseline)
-    plan = parse_plan(plan_values)
-    if config.dataset_file is None:  # a file's sampling is checked once it is read
-        sampling = recipe_sampling(config.dataset)
-        check_bandlimit(
-            plan.bandlimit, sampling.max_angle_mrad, config.dataset.optics.semiangle_mrad
-        )
     o = config.objective
     _require(len(o.metrics) >= 1, "objective.metrics", "must name at least one metric")
     for metric in o.metrics:
@@ -357,7 +378,6 @@ def validate(values: DictConfig) -> tuple[StudyConfig, dict]:
         "storage.url",
         "postgres storage needs a URL such as postgresql://user@host:5432/db",
     )
-    return config, plan_values
 
 
 def directions(config: StudyConfig) -> list[str]:
