@@ -12,14 +12,18 @@ from __future__ import annotations
 import numpy as np
 
 
+def rotate_yx(vectors: np.ndarray, rotation_deg: float) -> np.ndarray:
+    """Vectors (…, 2) (y, x) turned by ``rotation_deg`` [deg] from +x towards +y about
+    the origin: (y, x) → (y·cos θ + x·sin θ, −y·sin θ + x·cos θ). Returns float64."""
+    theta = np.deg2rad(rotation_deg)
+    cos, sin = np.cos(theta), np.sin(theta)
+    return np.asarray(vectors, np.float64) @ np.array([[cos, sin], [-sin, cos]]).T
+
+
 def calibrate_scan(positions: np.ndarray, rotation_deg: float, step_scale: float) -> np.ndarray:
     """Positions (P, 2) (y, x), any length unit, rotated by ``rotation_deg`` [deg] from
     +x towards +y and scaled by ``step_scale`` about their centroid c:
     c + step_scale·R(θ)·(p − c). Returns float64 (P, 2)."""
     positions = np.asarray(positions, np.float64)
     centre = positions.mean(axis=0)
-    theta = np.deg2rad(rotation_deg)
-    cos, sin = np.cos(theta), np.sin(theta)
-    # (y, x) → (x·sin + y·cos, x·cos − y·sin): +x turns towards +y
-    rotation = np.array([[cos, sin], [-sin, cos]])
-    return centre + step_scale * (positions - centre) @ rotation.T
+    return centre + step_scale * rotate_yx(positions - centre, rotation_deg)

@@ -16,10 +16,10 @@ from conftest import raster_recipe
 
 from ptyopt.data.file import read_dataset, write_dataset
 from ptyopt.data.simulate import pattern_centre, simulate_dataset
+from ptyopt.fourier import fourier_resample
 from ptyopt.io import cli
 from ptyopt.io.build import import_dataset
 from ptyopt.io.detector import bright_field_disc
-from ptyopt.io.ground_truth import fourier_resample
 from ptyopt.io.metadata import load_metadata
 
 

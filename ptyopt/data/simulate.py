@@ -51,6 +51,7 @@ from ptyopt.data.recipe import (
     true_or,
 )
 from ptyopt.data.structures import RMS_DISPLACEMENT_A, Specimen
+from ptyopt.fourier import fourier_resample
 from ptyopt.scan import calibrate_scan
 
 
@@ -100,16 +101,6 @@ def bin_detector(intensity_xy: np.ndarray, pixels: int, bin_factor: int) -> np.n
     crop = shifted[:, g // 2 - half : g // 2 + half, g // 2 - half : g // 2 + half]
     n = crop.shape[0]
     return crop.reshape(n, pixels, bin_factor, pixels, bin_factor).sum(axis=(2, 4))
-
-
-def _fourier_resample(potential_xy: np.ndarray, gpts: int) -> np.ndarray:
-    """Periodic (S, g, g) (x, y) array → (S, gpts, gpts) (y, x) by Fourier cropping,
-    preserving values (band-limited, exact for a periodic band-limited image)."""
-    g = potential_xy.shape[-1]
-    spectrum = np.fft.fftshift(np.fft.fft2(potential_xy.transpose(0, 2, 1)), axes=(-2, -1))
-    lo = g // 2 - gpts // 2
-    cropped = np.fft.ifftshift(spectrum[:, lo : lo + gpts, lo : lo + gpts], axes=(-2, -1))
-    return np.real(np.fft.ifft2(cropped)) * (gpts / g) ** 2
 
 
 def simulate_dataset(recipe: DatasetRecipe, progress: bool = True) -> PtychoDataset:
@@ -239,8 +230,9 @@ def _ground_truth(
         recipe.reconstruction_slices, sub, *mean_potential_xy.shape[-2:]
     ).sum(axis=1)
     cell_pixels = recipe.detector.pixels * recipe.detector.bin
+    potential_yx = fourier_resample(slices.transpose(0, 2, 1), (cell_pixels, cell_pixels))
     return GroundTruth(
-        potential_V_A=_fourier_resample(slices, cell_pixels).astype(np.float32),
+        potential_V_A=potential_yx.astype(np.float32),
         slice_thickness_A=float(sum(thicknesses[:sub])),
         sampling_A=sampling.pixel_size_A,
         sigma_per_V_A=physics.interaction_constant(energy),

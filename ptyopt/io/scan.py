@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ptyopt.scan import rotate_yx
+
 
 def raster_A(shape: tuple[int, int], step_A: tuple[float, float]) -> np.ndarray:
     """(ny·nx, 2) positions (i·step_y, j·step_x) [Å] of a raster, row-major."""
@@ -28,7 +30,4 @@ def specimen_positions_A(
     scan_A: np.ndarray, rotation_deg: float, origin_A: tuple[float, float]
 ) -> np.ndarray:
     """Scan-frame positions (n, 2) (y, x) [Å] rotated by θ and moved to ``origin_A``."""
-    theta = np.deg2rad(rotation_deg)
-    c, s = np.cos(theta), np.sin(theta)
-    py, px = scan_A[:, 0], scan_A[:, 1]
-    return np.stack([origin_A[0] + c * py + s * px, origin_A[1] - s * py + c * px], axis=-1)
+    return np.asarray(origin_A, np.float64) + rotate_yx(scan_A, rotation_deg)
