@@ -149,10 +149,7 @@ def epie_iteration(
             propagators,
             detector_ramp,
             noise.loss,
-            hyper["epsilon"],
-            hyper["position_step"],
-            hyper["max_step_px"],
-            hyper["positions_on"],
+            hyper,
         )
 
         rows = corners[:, 0, None, None] + jnp.arange(window[0])[None, :, None]  # (G, N, 1)

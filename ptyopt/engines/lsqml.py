@@ -300,10 +300,7 @@ def lsqml_iteration(
             propagators,
             detector_ramp,
             noise.loss,
-            hyper["epsilon"],
-            hyper["position_step"],
-            hyper["max_step_px"],
-            hyper["positions_on"],
+            hyper,
         )
         return (obj, probe, positions), jnp.sum(w * losses) / jnp.maximum(jnp.sum(w), 1.0)
 

@@ -22,15 +22,16 @@ def corrected_positions(
     propagators: jnp.ndarray,
     detector_ramp: jnp.ndarray,
     loss: Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray],
-    epsilon: jnp.ndarray,
-    step_px: jnp.ndarray,
-    max_step_px: jnp.ndarray,
-    active: jnp.ndarray,
+    hyper: dict[str, jnp.ndarray],
 ) -> jnp.ndarray:
     """Positions (P, 2) with the group's entries moved by −step·g/rms(g), each
     component clipped to ±max_step_px and every window kept inside the object; g is
-    ∂loss/∂position (G, 2) and the rms is over the group's real entries, so ``step_px``
-    is the typical move in pixels. Skipped (no cost) while ``active`` is 0."""
+    ∂loss/∂position (G, 2) and the rms is over the group's real entries, so the step is
+    the typical move in pixels. ``hyper`` (the engine's array hyperparameters) gives
+    ``epsilon`` (the noise model's), ``position_step`` [px], ``max_step_px`` [px] and
+    ``positions_on``; skipped (no cost) while ``positions_on`` is 0."""
+    epsilon, step_px = hyper["epsilon"], hyper["position_step"]
+    max_step_px, active = hyper["max_step_px"], hyper["positions_on"]
 
     def group_loss(group_positions):
         intensity = model.far_field_intensities(
