@@ -5,6 +5,9 @@
 - ``python -m ptyopt reconstruct [dataset=…|dataset_file=D.h5] [engine=…] [out=DIR]``:
   one reconstruction of the configured plan, written to ``DIR/reconstruction.h5`` and
   ``DIR/reconstruction.png`` and scored against the ground truth where there is one;
+- ``python -m ptyopt apply study=<name> dataset_file=D.h5 [out=DIR]``: reconstruct D
+  with the best plan of the study (:mod:`ptyopt.reconstruction.apply`), written like
+  ``reconstruct``'s;
 - ``python -m ptyopt simulate dataset=<name>``: simulate (or find) the dataset only;
 - ``python -m ptyopt import source=PATH out=DATASET.h5 [metadata=META.yaml]
   [metadata.KEY=VALUE ...]``: write a dataset file from a user's 4D-STEM data
@@ -26,7 +29,7 @@ from omegaconf import DictConfig
 from ptyopt.errors import ConfigError
 from ptyopt.paths import conf_dir
 
-COMMANDS = ("study", "report", "reconstruct", "simulate")
+COMMANDS = ("study", "report", "reconstruct", "apply", "simulate")
 _command = {"name": "study"}
 
 
@@ -117,7 +120,9 @@ def _load_study(config, required: bool):
         return None
 
 
-def _reconstruct(config, plan_values) -> None:
+def _reconstruct(config, plan_values, applied=None) -> None:
+    """One reconstruction of the configured dataset by ``plan_values``, written to
+    ``out``; ``applied``: the study trial the plan comes from (``apply``)."""
     from pathlib import Path
 
     from ptyopt.observers import EveryKScores, IterationLog
@@ -147,7 +152,12 @@ def _reconstruct(config, plan_values) -> None:
         f"{' → '.join(f'{e.kind} ×{e.iterations}' for e in reconstruction.plan.engines)} on "
         f"{dataset.name}: {reconstruction.seconds:.1f} s (compilation included)"
     )
-    h5 = write_reconstruction(folder / "reconstruction.h5", reconstruction, dataset_path)
+    h5 = write_reconstruction(
+        folder / "reconstruction.h5",
+        reconstruction,
+        dataset_path,
+        applied.provenance() if applied else None,
+    )
     png = plot_reconstruction(reconstruction, folder / "reconstruction.png")
     print(f"  wrote {h5} and {png}")
     if truth:
@@ -156,6 +166,36 @@ def _reconstruct(config, plan_values) -> None:
         print("  final: " + ", ".join(f"{name} {value:.4g}" for name, value in final.items()))
     else:
         print(f"  {dataset_path} has no ground truth: no scores")
+
+
+def _apply(config, plan_values) -> None:
+    from ptyopt.reconstruction.apply import best_plan
+
+    if config.dataset_file is None:
+        raise ConfigError(
+            "dataset_file: apply reconstructs your data with the study's best plan; "
+            "give it as dataset_file=D.h5"
+        )
+    if config.study.arms:
+        from ptyopt.study.arms import arm_study_name
+
+        names = ", ".join(arm_study_name(config.study.name, arm) for arm in config.study.arms)
+        raise ConfigError(
+            f"study.arms: {config.study.name!r} compares arms, each a study of its own "
+            f"({names}); apply one: study=<its member study> study.name=<arm's study>"
+        )
+    applied = best_plan(_load_study(config, required=True), plan_values)
+    values = ", ".join(f"{name} {value:.4g}" for name, value in applied.values.items())
+    print(
+        f"applying trial {applied.trial} of study {applied.study} ({values} on its "
+        f"dataset), {applied.iterations} iterations: {applied.params}"
+    )
+    if applied.microscope_params:
+        print(
+            "  note: tuned microscope settings carried over as found on the study's dataset: "
+            + ", ".join(applied.microscope_params)
+        )
+    _reconstruct(config, applied.plan_values, applied)
 
 
 def _simulate(config, plan_values) -> None:
@@ -176,10 +216,15 @@ def _app(cfg: DictConfig) -> None:
     from ptyopt.study.settings import validate
 
     try:
-        config, plan_values = validate(cfg, study=_command["name"] != "reconstruct")
-        {"study": _study, "report": _report, "reconstruct": _reconstruct, "simulate": _simulate}[
-            _command["name"]
-        ](config, plan_values)
+        command = _command["name"]
+        config, plan_values = validate(cfg, study=command not in ("reconstruct", "apply"))
+        {
+            "study": _study,
+            "report": _report,
+            "reconstruct": _reconstruct,
+            "apply": _apply,
+            "simulate": _simulate,
+        }[command](config, plan_values)
     except (ConfigError, DatasetFileError, DivergenceError) as err:
         _fail(str(err))
 

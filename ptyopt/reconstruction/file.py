@@ -8,7 +8,8 @@ Layout (version 1):
   (where the origin of the dataset's positions lies in the object's frame: a dataset
   position p lies at p + origin_A), ``iterations_done``, ``seconds``, and ``plan``
   (JSON: the resolved plan, every microscope setting filled in, which reproduces this
-  reconstruction on the dataset);
+  reconstruction on the dataset); from ``apply`` also ``applied`` (JSON: study, trial,
+  its objective values and tuned parameters, iterations);
 - ``/object``: (S, H, W) complex64 transmission, slice 0 at the entrance surface;
 - ``/probe``: (M, N, N) complex64 probe modes in the window, centred on pixel
   (N//2, N//2), Σ|ψ|² in counts;
@@ -34,9 +35,16 @@ FORMAT = "ptyopt-reconstruction"
 VERSION = 1
 
 
-def write_reconstruction(path: Path, reconstruction: Reconstruction, dataset_path: Path) -> Path:
+def write_reconstruction(
+    path: Path,
+    reconstruction: Reconstruction,
+    dataset_path: Path,
+    applied: dict[str, Any] | None = None,
+) -> Path:
     """Write a run ``reconstruction`` of the dataset file ``dataset_path`` to ``path``
-    (parents created, an existing file replaced). Returns the path."""
+    (parents created, an existing file replaced); ``applied``: the study trial whose plan
+    it ran (:meth:`ptyopt.reconstruction.apply.AppliedPlan.provenance`). Returns the
+    path."""
     state, measurements = reconstruction.state, reconstruction.measurements
     if state is None:
         raise ValueError("the reconstruction has not been run")
@@ -54,6 +62,8 @@ def write_reconstruction(path: Path, reconstruction: Reconstruction, dataset_pat
         file.attrs["iterations_done"] = state.iterations_done
         file.attrs["seconds"] = reconstruction.seconds
         file.attrs["plan"] = json.dumps(reconstruction.plan_values, sort_keys=True)
+        if applied is not None:
+            file.attrs["applied"] = json.dumps(applied, sort_keys=True)
         file.create_dataset(
             "object", data=np.asarray(state.object), compression="gzip", compression_opts=1
         )

@@ -197,6 +197,7 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     trial.set_user_attr("pid", os.getpid())
     trial.set_user_attr("trial_dir", str(trial_dir(work.folder, trial.number)))
     trial.set_user_attr("microscope", microscope)
+    trial.set_user_attr("plan", trial_plan)  # what `apply` runs on other data
     trial.set_user_attr("bandlimit", plan.bandlimit)
     if plan.bandlimit is not None:
         nyquist = measurements.nyquist_angle_mrad
