@@ -40,7 +40,7 @@ def in_memory_study(directions, trials, iterate="final") -> optuna.Study:
     """A study holding ``trials`` [(values, params, user attrs)] as COMPLETE trials."""
     study = optuna.create_study(directions=directions)
     study.set_user_attr(OBJECTIVE_ITERATE, iterate)
-    distribution = optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)
+    distribution = optuna.distributions.FloatDistribution(1e-4, 100.0, log=True)
     for values, params, attrs in trials:
         study.add_trial(
             optuna.trial.create_trial(
@@ -141,3 +141,10 @@ def test_apply_errors_name_the_key(tmp_path, small_dataset):
     arms = run(tmp_path, "apply", "study=engine_comparison", f"dataset_file={data}")
     assert arms.returncode == 2 and "engine_comparison-" in arms.stderr
     assert "Traceback" not in missing_file.stderr + no_study.stderr + arms.stderr
+
+
+def test_tuned_microscope_settings_are_named_as_carried_over():
+    params = {LR: 0.01, "plan.probe.defocus_A": 50.0, "plan.thickness_A": 30.0}
+    trials = [([0.1], params, {"plan": PLAN})]
+    applied = best_plan(in_memory_study(["minimize"], trials), PLAN)
+    assert applied.microscope_params == ["plan.probe.defocus_A", "plan.thickness_A"]
