@@ -249,6 +249,27 @@ def _check_microscope(plan: Plan) -> None:
     )
 
 
+def _check_step(spec: Any, key: str, iterations: int, zero_allowed: bool = False) -> None:
+    """A step size, β or learning rate (number or schedule) that is > 0 (``zero_allowed``:
+    >= 0, e.g. a probe step of 0 keeps the probe) at every iteration."""
+    schedule = make_schedule(spec, key, iterations)
+    lowest = min(schedule(i) for i in range(iterations))
+    _require(
+        lowest >= 0 if zero_allowed else lowest > 0,
+        key,
+        f"must be {'>=' if zero_allowed else '>'} 0 at every iteration, got {lowest:g}",
+    )
+
+
+def _check_fraction(value: Any, key: str) -> None:
+    """A decay rate in [0, 1) (momentum, Adam's b1 and b2)."""
+    _require(_is_number(value) and 0 <= value < 1, key, f"must be in [0, 1), got {value!r}")
+
+
+#: Per engine kind: its scheduled settings that may be 0 (the others must be > 0).
+_ZERO_ALLOWED = {"beta_probe", "illum_reg_object", "illum_reg_probe"}
+
+
 def _check_engine(engine: EngineSettings, where: str) -> None:
     _require(
         engine.iterations >= 1, f"{where}.iterations", f"must be >= 1, got {engine.iterations}"
@@ -282,11 +303,17 @@ def _check_engine(engine: EngineSettings, where: str) -> None:
             f"{where}.{key}",
             f"must be an integer >= 1 or null, got {value!r}",
         )
-    make_schedule(
-        engine.position_correction.step, f"{where}.position_correction.step", engine.iterations
+    correction = engine.position_correction
+    _check_step(correction.step, f"{where}.position_correction.step", engine.iterations)
+    _require(
+        _is_number(correction.max_step_px) and correction.max_step_px > 0,
+        f"{where}.position_correction.max_step_px",
+        f"must be > 0 [px], got {correction.max_step_px!r}",
     )
     for name in engine.SCHEDULED:
-        make_schedule(getattr(engine, name), f"{where}.{name}", engine.iterations)
+        _check_step(
+            getattr(engine, name), f"{where}.{name}", engine.iterations, name in _ZERO_ALLOWED
+        )
     parse_constraints(engine.constraints, f"{where}.constraints")
     if isinstance(engine, GradientSettings):
         parse_regularizers(engine.regularizers, f"{where}.regularizers", engine.iterations)
@@ -297,7 +324,14 @@ def _check_engine(engine: EngineSettings, where: str) -> None:
                 f"{where}.{name}.name",
                 f"unknown solver {solver.name!r}; choose one of {list(SOLVERS)}",
             )
-            make_schedule(solver.learning_rate, f"{where}.{name}.learning_rate", engine.iterations)
+            _check_step(
+                solver.learning_rate,
+                f"{where}.{name}.learning_rate",
+                engine.iterations,
+                zero_allowed=name == "probe_solver",  # 0 keeps the probe
+            )
+            for decay in ("momentum", "b1", "b2"):
+                _check_fraction(getattr(solver, decay), f"{where}.{name}.{decay}")
 
 
 SOLVERS = ("adam", "sgd", "polyak_sgd")

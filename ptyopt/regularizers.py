@@ -215,10 +215,9 @@ def parse_regularizers(
             )
         if "weight" not in params:
             raise ConfigError(f"{where}.weight: missing; a number or a schedule")
-        weight = params["weight"]
-        if isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight < 0:
-            raise ConfigError(f"{where}.weight: must be >= 0, got {weight!r}")
-        parsed.append(
-            ActiveRegularizer(name, gate, make_schedule(weight, f"{where}.weight", iterations))
-        )
+        weight = make_schedule(params["weight"], f"{where}.weight", iterations)
+        lowest = min(weight(i) for i in range(iterations))
+        if lowest < 0:
+            raise ConfigError(f"{where}.weight: must be >= 0 at every iteration, got {lowest:g}")
+        parsed.append(ActiveRegularizer(name, gate, weight))
     return parsed

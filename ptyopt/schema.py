@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from ptyopt.errors import ConfigError
+from ptyopt.errors import ConfigError, UnknownKeyError
 
 
 def _allowed_keys(schema: type, full_key: str) -> str:
@@ -34,5 +34,7 @@ def to_dataclass(schema: type, values: Any, prefix: str = "") -> Any:
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         message = str(getattr(err, "msg", err)).splitlines()[0]
-        hint = _allowed_keys(schema, key) if isinstance(err, ConfigKeyError) else ""
-        raise ConfigError(f"{prefix + '.' if prefix else ''}{key}: {message}{hint}") from None
+        where = f"{prefix + '.' if prefix else ''}{key}"
+        if isinstance(err, ConfigKeyError):
+            raise UnknownKeyError(f"{where}: {message}{_allowed_keys(schema, key)}") from None
+        raise ConfigError(f"{where}: {message}") from None

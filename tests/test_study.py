@@ -180,6 +180,52 @@ def test_bad_configurations_name_the_key(overrides, message):
     assert "\n" not in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("parameter", "message"),
+    [
+        (  # only the second and third choices are impossible
+            {"plan.engines.0.group_size": {"type": "categorical", "choices": [32, 0, -5]}},
+            r"^plan\.engines\[0\]\.group_size: must be >= 1, got 0 "
+            r"\(study\.search_space\.plan\.engines\.0\.group_size: choice 0\)$",
+        ),
+        (  # only the high bound is impossible
+            {"plan.engines.0.object_solver.b1": {"type": "float", "low": 0.5, "high": 1.0}},
+            r"^plan\.engines\[0\]\.object_solver\.b1: must be in \[0, 1\), got 1\.0 .*high 1\.0",
+        ),
+        (  # the low bound of a range is 0
+            {LR: {"type": "float", "low": 0.0, "high": 0.1}},
+            r"^plan\.engines\[0\]\.object_solver\.learning_rate: must be > 0.*low 0\.0",
+        ),
+        (  # the last point of a stepped grid, not the stated high, is what can be drawn
+            {"plan.engines.0.iterations": {"type": "int", "low": -4, "high": 7, "step": 5}},
+            r"^plan\.engines\[0\]\.iterations: must be >= 1, got -4 .*low -4",
+        ),
+    ],
+)
+def test_every_value_a_search_space_can_suggest_is_checked(parameter, message):
+    cfg = composed()
+    with open_dict(cfg):
+        cfg.study.search_space = parameter
+        cfg.study.baseline_trials = []
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+
+
+def test_a_stepped_range_is_checked_at_its_last_grid_point():
+    cfg = composed()
+    with open_dict(cfg):  # 0.5 + 0.2 k reaches 0.9, never the stated 1.0
+        cfg.study.search_space = {
+            "plan.engines.0.object_solver.b1": {
+                "type": "float",
+                "low": 0.5,
+                "high": 1.0,
+                "step": 0.2,
+            }
+        }
+        cfg.study.baseline_trials = []
+    validate(cfg)
+
+
 def test_search_space_path_must_name_a_plan_value():
     cfg = composed()
     with open_dict(cfg):

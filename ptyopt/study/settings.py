@@ -25,7 +25,7 @@ from ptyopt.data.recipe import (
     recipe_from_mapping,
     recipe_sampling,
 )
-from ptyopt.errors import ConfigError
+from ptyopt.errors import ConfigError, UnknownKeyError
 from ptyopt.plan import Plan, check_bandlimit, parse_plan
 from ptyopt.schema import to_dataclass
 
@@ -185,6 +185,20 @@ def plan_with(plan_values: dict, params: dict[str, Any]) -> Plan:
     return parse_plan(with_params(plan_values, params))
 
 
+def _extremes(spec: dict) -> list[tuple[str, Any]]:
+    """The values of a (checked) search-space parameter that the plan must accept for
+    every suggestion to be valid: each choice, or the low and the highest reachable
+    bound (with a step, the last point of the grid), named for error messages."""
+    if spec["type"] == "categorical":
+        return [(f"choice {choice!r}", choice) for choice in spec["choices"]]
+    low, high, step = spec["low"], spec["high"], spec.get("step")
+    if step:
+        high = low + math.floor((high - low) / step + 1e-9) * step
+    if spec["type"] == "int":
+        low, high = int(low), int(high)
+    return [(f"low {low!r}", low), (f"high {high!r}", high)]
+
+
 def _check_parameter(path: str, spec: Any) -> None:
     key = f"study.search_space.{path}"
     _require(
@@ -309,13 +323,15 @@ def _validate_study(config: StudyConfig, plan_values: dict) -> None:
     _check_arms(s)
     for path, spec in s.search_space.items():
         _check_parameter(path, spec)
-        first = spec["choices"][0] if spec["type"] == "categorical" else spec["low"]
-        try:
-            plan_with(plan_values, {path: first})  # the path must name a valid plan value
-        except ConfigError as err:
-            raise ConfigError(
-                f"study.search_space.{path} does not fit the plan (engine): {err}"
-            ) from None
+        for which, value in _extremes(spec):
+            try:
+                plan_with(plan_values, {path: value})
+            except UnknownKeyError as err:
+                raise ConfigError(
+                    f"study.search_space.{path} does not fit the plan (engine): {err}"
+                ) from None
+            except ConfigError as err:  # the plan refuses a value the study may suggest
+                raise ConfigError(f"{err} (study.search_space.{path}: {which})") from None
     for index, baseline in enumerate(s.baseline_trials):
         _require(
             isinstance(baseline, dict) and set(baseline) <= set(s.search_space),
