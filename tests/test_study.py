@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import optuna
 import pytest
@@ -20,6 +21,7 @@ from omegaconf import OmegaConf, open_dict
 from ptyopt.errors import ConfigError
 from ptyopt.initial import measurements_from
 from ptyopt.paths import conf_dir
+from ptyopt.study.arms import arms_of
 from ptyopt.study.artifacts import read_trial
 from ptyopt.study.runner import dataset_for, run_study, score_metrics, study_dir
 from ptyopt.study.settings import validate
@@ -271,6 +273,8 @@ def test_shipped_studies_are_valid():
         "engine_comparison",
         "schedule_comparison",
         "tune/gradient",
+        "calibration",
+        "calibration_sensitivity",
     } <= set(names)
     for name in names:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -279,6 +283,56 @@ def test_shipped_studies_are_valid():
             assert config.study.name == name and bool(config.study.search_space) != bool(
                 config.study.arms
             )
+
+
+CALIBRATION = ("plan.probe.defocus_A", "plan.thickness_A", "plan.scan.rotation_deg")
+
+
+def recipe_truth_and_nominal(config) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The recipe's true defocus, thickness and scan rotation (the turn of the true scan
+    from the recorded one), and the plan values the file's nominal metadata give."""
+    recipe = config.dataset
+    truth = (
+        recipe.optics.defocus_A,
+        recipe.structure.thickness_A,
+        recipe.nominal.scan_rotation_deg,
+    )
+    return truth, (recipe.nominal.defocus_A, recipe.nominal.thickness_A, 0.0)
+
+
+def test_the_calibration_studies_search_between_the_nominal_values_and_the_truth():
+    """study=calibration searches defocus, thickness and scan rotation on a range holding
+    both the file's nominal value and the truth, with room past each, and starts from the
+    nominal plan; study=calibration_sensitivity sweeps each through its truth with the
+    other two true."""
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        config, _ = validate(compose("config", overrides=["study=calibration"]))
+    truth, nominal = recipe_truth_and_nominal(config)
+    assert truth != nominal and config.dataset.name == "miscalibrated"
+    space = config.study.search_space
+    assert tuple(space) == CALIBRATION
+    for key, true, recorded in zip(CALIBRATION, truth, nominal, strict=True):
+        low, high = space[key]["low"], space[key]["high"]
+        room = 0.2 * abs(true - recorded)
+        assert low + room < min(true, recorded) and max(true, recorded) < high - room, key
+    assert [dict(t) for t in config.study.baseline_trials] == [
+        dict(zip(CALIBRATION, nominal, strict=True))
+    ]
+
+    cli = ["study=calibration_sensitivity"]
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        parent, _ = validate(compose("config", overrides=cli))
+        arms = arms_of(parent, cli)
+    assert len(arms) == 3
+    for arm, key in zip(arms, CALIBRATION, strict=True):
+        assert arm.config.sampler.name == "grid" and tuple(arm.config.study.search_space) == (key,)
+        assert truth[CALIBRATION.index(key)] in arm.config.study.search_space[key]["choices"]
+        planned = (
+            arm.plan_values["probe"]["defocus_A"],
+            arm.plan_values["thickness_A"],
+            arm.plan_values["scan"]["rotation_deg"],
+        )
+        assert planned == truth
 
 
 def test_multi_objective_study_on_sqlite(home):
@@ -444,16 +498,19 @@ def test_resuming_with_another_iterate_fails(best_and_final, monkeypatch):
 
 
 def test_a_study_tunes_the_microscope_and_records_it(home):
-    """Defocus and scan rotation searched as plan settings: each trial records the
-    resolved microscope (the searched values, the nominal rest) in its user attributes
-    and its config.yaml, and its final data error."""
+    """Defocus, total thickness (of 2 slices) and scan rotation searched as plan settings:
+    each trial records the resolved microscope (the searched values, the nominal rest) in
+    its user attributes and its config.yaml, reconstructs slices of the searched thickness,
+    and records its final data error."""
     defocus, rotation = "plan.probe.defocus_A", "plan.scan.rotation_deg"
+    thickness = "plan.thickness_A"
     space = (
         f"++study.search_space={{{defocus}: {{type: float, low: 0.0, high: 80.0}}, "
+        f"{thickness}: {{type: float, low: 5.0, high: 11.0}}, "
         f"{rotation}: {{type: float, low: -2.0, high: 2.0}}}}"
     )
     config, plan_values = validate(
-        composed("study.name=calibrate", "study.n_trials=2", "pruner=none", space)
+        composed("study.name=calibrate", "study.n_trials=2", "pruner=none", "plan.slices=2", space)
     )
     study = run_study(config, plan_values, progress=False)
     dataset, _ = dataset_for(config, progress=False)
@@ -463,7 +520,10 @@ def test_a_study_tunes_the_microscope_and_records_it(home):
         assert microscope["probe"]["defocus_A"] == pytest.approx(trial.params[defocus])
         assert microscope["scan"] == {"rotation_deg": trial.params[rotation], "step_scale": 1.0}
         assert microscope["probe"]["semiangle_mrad"] == dataset.optics.semiangle_mrad
-        assert microscope["thickness_A"] == dataset.nominal_thickness_A
+        assert microscope["thickness_A"] == pytest.approx(trial.params[thickness])
+        with h5py.File(Path(trial.user_attrs["trial_dir"]) / "reconstruction.h5") as file:
+            slices = file.attrs["slice_thicknesses_A"]
+        np.testing.assert_allclose(slices, [trial.params[thickness] / 2] * 2, rtol=1e-6)
         assert np.isfinite(trial.user_attrs["data_error"])
         recorded = OmegaConf.load(Path(trial.user_attrs["trial_dir"]) / "config.yaml")
         assert OmegaConf.to_container(recorded.microscope) == microscope
