@@ -47,13 +47,14 @@ def _cli_overrides() -> list[str]:
 def _study(config, plan_values) -> None:
     from ptyopt.study.runner import run_study
 
+    overrides = _cli_overrides()
     if config.study.arms:
         from ptyopt.study.arms import arms_of
 
-        for arm in arms_of(config, _cli_overrides()):  # every arm validated before any runs
-            _summarise(run_study(arm.config, arm.plan_values), arm.config)
+        for arm in arms_of(config, overrides):  # every arm validated before any runs
+            _summarise(run_study(arm.config, arm.plan_values, overrides=overrides), arm.config)
     else:
-        _summarise(run_study(config, plan_values), config)
+        _summarise(run_study(config, plan_values, overrides=overrides), config)
     print("  report: " + " ".join(["python -m ptyopt report", *sys.argv[1:]]))
 
 
@@ -73,27 +74,41 @@ def _summarise(study, config) -> None:
 
 def _report(config, plan_values) -> None:
     from ptyopt.paths import reports_dir
+    from ptyopt.study.publication import report_folder, unpublished_because
     from ptyopt.study.report import write_study_report
+    from ptyopt.study.runner import trial_budget
 
     command = " ".join(["python -m ptyopt report", *sys.argv[1:]])
-    out_dir = reports_dir() / config.study.name
+    overrides = _cli_overrides()
     if config.study.arms:
         from ptyopt.study.arms import arms_of
         from ptyopt.study.comparison import ArmResult, write_comparison_report
 
         results = [
             ArmResult(arm, _load_study(arm.config, required=False))
-            for arm in arms_of(config, _cli_overrides())
+            for arm in arms_of(config, overrides)
         ]
         if not any(r.study for r in results):
             raise ConfigError(
                 f"study.name: no arm of {config.study.name!r} has been run; "
                 f"run python -m ptyopt study={config.study.name} first"
             )
+        studies = [(r.study, trial_budget(r.arm.config)) for r in results if r.study]
+        reason = unpublished_because(studies, overrides)
+        out_dir = report_folder(reports_dir(), config.study.name, reason, config.publish)
         written = write_comparison_report(config.study.name, results, out_dir, command)
     else:
-        written = write_study_report(_load_study(config, required=True), out_dir, command)
+        study = _load_study(config, required=True)
+        reason = unpublished_because([(study, trial_budget(config))], overrides)
+        out_dir = report_folder(reports_dir(), config.study.name, reason, config.publish)
+        written = write_study_report(study, out_dir, command)
     print(f"wrote {len(written)} files to {out_dir}")
+    if reason is not None:
+        print(
+            f"  {'published anyway (publish=true)' if config.publish else 'not published'}: "
+            f"{reason}"
+            + ("" if config.publish else f"; publish=true replaces reports/{config.study.name}/")
+        )
 
 
 def _load_study(config, required: bool):

@@ -250,14 +250,16 @@ def _check_microscope(plan: Plan) -> None:
 
 
 def _check_step(spec: Any, key: str, iterations: int, zero_allowed: bool = False) -> None:
-    """A step size, β or learning rate (number or schedule) that is > 0 (``zero_allowed``:
-    >= 0, e.g. a probe step of 0 keeps the probe) at every iteration."""
+    """A step size, β or learning rate (number or schedule): >= 0 at every iteration and,
+    unless ``zero_allowed`` (e.g. a probe step of 0 keeps the probe), > 0 at some (a
+    warm-up may start at 0, a decay end there)."""
     schedule = make_schedule(spec, key, iterations)
-    lowest = min(schedule(i) for i in range(iterations))
+    values = [schedule(i) for i in range(iterations)]
+    _require(min(values) >= 0, key, f"must be >= 0 at every iteration, got {min(values):g}")
     _require(
-        lowest >= 0 if zero_allowed else lowest > 0,
+        zero_allowed or max(values) > 0,
         key,
-        f"must be {'>=' if zero_allowed else '>'} 0 at every iteration, got {lowest:g}",
+        "must be > 0 (at some iteration, for a schedule), got 0",
     )
 
 

@@ -115,8 +115,9 @@ def test_position_correction_halves_position_errors(thin):
 
 def test_hyperparameters_are_honoured_without_recompiling(thin):
     """A vanishing β (1e-7; 0 is refused by the plan) leaves object and probe within 1e-5
-    of the start, β_P = 0 or a late probe start leaves the probe alone, the illumination regularisation changes the result; all of these
-    (and different ε, β schedules) run the one compiled iteration of this shape."""
+    of the start, β_P = 0 or a late probe start leaves the probe alone, the illumination
+    regularisation changes the result; all of these (and different ε, β schedules) run
+    the one compiled iteration of this shape."""
     measurements = measurements_from(thin)
     start = initial_state(measurements, 1, 1, seed=0)
     run = lambda **engine: reconstruct(thin, lsqml_plan(iterations=3, **engine))[0]  # noqa: E731

@@ -196,7 +196,7 @@ def test_bad_configurations_name_the_key(overrides, message):
         ),
         (  # the low bound of a range is 0
             {LR: {"type": "float", "low": 0.0, "high": 0.1}},
-            r"^plan\.engines\[0\]\.object_solver\.learning_rate: must be > 0.*low 0\.0",
+            r"^plan\.engines\[0\]\.object_solver\.learning_rate: must be > 0 .*low 0\.0",
         ),
         (  # the last point of a stepped grid, not the stated high, is what can be drawn
             {"plan.engines.0.iterations": {"type": "int", "low": -4, "high": 7, "step": 5}},

@@ -25,6 +25,7 @@ import threading
 import time
 import traceback
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from ptyopt.paths import compilation_cache, project_root
 from ptyopt.plan import check_bandlimit, parse_plan
 from ptyopt.study.artifacts import trial_dir, write_trial
 from ptyopt.study.components import grid_size, make_pruner, make_sampler, make_storage, suggest
+from ptyopt.study.publication import record_run
 from ptyopt.study.settings import (
     OBJECTIVE_ITERATE,
     StudyConfig,
@@ -434,8 +436,15 @@ def dataset_for(config: StudyConfig, progress: bool = True) -> tuple[PtychoDatas
     return dataset, path
 
 
-def run_study(config: StudyConfig, plan_values: dict, progress: bool = True) -> optuna.Study:
-    """Run trials until the study's global budget is spent; returns the study."""
+def run_study(
+    config: StudyConfig,
+    plan_values: dict,
+    progress: bool = True,
+    overrides: Sequence[str] = (),
+) -> optuna.Study:
+    """Run trials until the study's global budget is spent; returns the study.
+    ``overrides``: the command line's, recorded with the study
+    (:func:`ptyopt.study.publication.record_run`)."""
     folder = study_dir(config.study.name)
     enable_compilation_cache()
     plan = plan_with(plan_values, {})
@@ -462,6 +471,7 @@ def run_study(config: StudyConfig, plan_values: dict, progress: bool = True) -> 
     folder.mkdir(parents=True, exist_ok=True)
     with _budget_lock(folder):  # one worker at a time creates the study and its baselines
         study = open_study(config, sampler, pruner, folder)
+        record_run(study, overrides)
     work = Workspace(config, plan_values, dataset, dataset_path, measurements, folder)
     budget = trial_budget(config)
     bar = tqdm(

@@ -127,6 +127,7 @@ class StudyConfig:
     dataset_file: Any = None
     plan: Any = None
     out: Any = None
+    publish: bool = False
     study: StudySettings = field(default_factory=StudySettings)
     objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
