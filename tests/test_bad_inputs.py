@@ -329,16 +329,11 @@ def test_diverging_learning_rate_fails_the_trial_and_the_study_goes_on(study: St
     with the original settings, it then completes a trial again."""
     before = snapshot(study.home)
     digest = files_digest(study.home)
-    diverging = (
-        f"study.search_space={{{LR}: {{type: float, low: 1.0e11, high: 1.0e12, log: true}}}}"
+    diverging = (  # the solver is searched too: a resume may not change the plan itself
+        f"++study.search_space={{{LR}: {{type: float, low: 1.0e11, high: 1.0e12, log: true}}, "
+        "plan.engines.0.object_solver.name: {type: categorical, choices: [sgd]}}"
     )
-    result = cli(
-        study,
-        f"study.n_trials={len(before) + 2}",
-        "pruner=none",
-        "plan.engines.0.object_solver.name=sgd",
-        diverging,
-    )
+    result = cli(study, f"study.n_trials={len(before) + 2}", "pruner=none", diverging)
     assert result.returncode == 0, result.stderr
     assert not INTERNALS.search(result.stderr), result.stderr
     after = assert_earlier_trials_intact(study, before)

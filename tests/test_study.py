@@ -527,3 +527,26 @@ def test_a_study_tunes_the_microscope_and_records_it(home):
         assert np.isfinite(trial.user_attrs["data_error"])
         recorded = OmegaConf.load(Path(trial.user_attrs["trial_dir"]) / "config.yaml")
         assert OmegaConf.to_container(recorded.microscope) == microscope
+
+
+def test_a_resume_that_changes_the_dataset_plan_or_objective_is_refused(home):
+    """The study's identity (dataset file hash, base plan, objective) is stored when it
+    is created; a resume may raise the budget, but changing any of the three names what
+    changed and runs no trial."""
+    first = composed("study.name=same", "study.n_trials=1", "plan.engines.0.iterations=2")
+    study = run_study(*validate(first), progress=False)
+    assert study.user_attrs["identity"]["plan"]["engines"][0]["iterations"] == 2
+    cases = {
+        "dataset.scan.shape=[7,7]": r"the dataset \(created on .*sha256",
+        "plan.engines.0.group_size=8": r"the plan \(plan\.engines\.0\.group_size: 16 → 8\)",
+        "objective=ssim": r"the objective \(\{'metrics': \['nrmse'\]",
+    }
+    for override, message in cases.items():
+        changed = composed(
+            "study.name=same", "study.n_trials=2", "plan.engines.0.iterations=2", override
+        )
+        with pytest.raises(ConfigError, match=rf"study 'same' was created .*{message}"):
+            run_study(*validate(changed), progress=False)
+    assert len(optuna.load_study(study_name="same", storage=study._storage).trials) == 1
+    more = composed("study.name=same", "study.n_trials=2", "plan.engines.0.iterations=2")
+    assert len(run_study(*validate(more), progress=False).trials) == 2

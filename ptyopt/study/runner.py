@@ -47,6 +47,7 @@ from ptyopt.paths import compilation_cache, project_root
 from ptyopt.plan import check_bandlimit, parse_plan
 from ptyopt.study.artifacts import trial_dir, write_trial
 from ptyopt.study.components import grid_size, make_pruner, make_sampler, make_storage, suggest
+from ptyopt.study.identity import check_identity, study_identity
 from ptyopt.study.publication import record_run
 from ptyopt.study.settings import (
     OBJECTIVE_ITERATE,
@@ -270,10 +271,13 @@ def open_study(
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
     folder: Path,
+    identity: dict[str, Any],
 ) -> optuna.Study:
     """Create or load the study in its storage; a new study gets its metric names, its
-    ``objective_iterate`` (user attribute) and its baseline trials enqueued. Resuming a
-    study with another ``objective.iterate`` than it was run with is a ConfigError."""
+    ``objective_iterate`` (user attribute), its ``identity``
+    (:mod:`ptyopt.study.identity`) and its baseline trials enqueued. Resuming a study
+    with another ``objective.iterate`` or identity than it was created with is a
+    ConfigError."""
     study = optuna.create_study(
         storage=make_storage(config.storage, folder),
         sampler=sampler,
@@ -294,6 +298,7 @@ def open_study(
             f"objective.iterate: study {config.study.name!r} was run with "
             f"objective.iterate={used}; resume it with that, or choose another study.name"
         )
+    check_identity(study, identity)
     return study
 
 
@@ -470,7 +475,10 @@ def run_study(
         )
     folder.mkdir(parents=True, exist_ok=True)
     with _budget_lock(folder):  # one worker at a time creates the study and its baselines
-        study = open_study(config, sampler, pruner, folder)
+        identity = study_identity(
+            dataset_path, plan_values, list(config.objective.metrics), directions(config)
+        )
+        study = open_study(config, sampler, pruner, folder, identity)
         record_run(study, overrides)
     work = Workspace(config, plan_values, dataset, dataset_path, measurements, folder)
     budget = trial_budget(config)
