@@ -63,6 +63,26 @@ def study_dir(name: str) -> Path:
     return project_root() / "studies" / name
 
 
+def check_writable(folder: Path) -> None:
+    """A ConfigError naming the folder if ptyopt cannot create the study folder
+    ``folder`` or write its storage and trial artifacts in it (checked before any
+    compute; nothing is created)."""
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    for where in (existing, folder / "trials"):
+        if not where.exists():
+            continue
+        if not where.is_dir():
+            raise ConfigError(f"study.name: {where} is a file; the study needs a folder there")
+        if not os.access(where, os.W_OK | os.X_OK):
+            what = "study folder" if where == folder else "folder"
+            raise ConfigError(
+                f"study.name: cannot write to the {what} {where} (permission denied); "
+                "make it writable, or set PTYOPT_HOME to a project folder of your own"
+            )
+
+
 def enable_compilation_cache() -> None:
     """JAX's persistent compilation cache, shared by all processes of a project."""
     jax.config.update("jax_compilation_cache_dir", str(compilation_cache()))
@@ -437,6 +457,7 @@ def dataset_for(config: StudyConfig, progress: bool = True) -> tuple[PtychoDatas
 def run_study(config: StudyConfig, plan_values: dict, progress: bool = True) -> optuna.Study:
     """Run trials until the study's global budget is spent; returns the study."""
     folder = study_dir(config.study.name)
+    check_writable(folder)
     enable_compilation_cache()
     plan = plan_with(plan_values, {})
     max_iterations = sum(engine.iterations for engine in plan.engines)
@@ -477,6 +498,9 @@ def run_study(config: StudyConfig, plan_values: dict, progress: bool = True) -> 
                 values = run_trial(trial, work)
         except optuna.TrialPruned:
             study.tell(trial, state=State.PRUNED)
+        except KeyboardInterrupt:  # Ctrl-C: the trial is over, not left RUNNING
+            _fail(study, trial, "interrupted")
+            raise
         except DivergenceError as err:
             _fail(study, trial, str(err))
         except Exception as err:  # a trial's failure must not end the study
