@@ -15,22 +15,30 @@
 
 Overrides select config-group options (``engine=lsqml``) or set values
 (``study.n_trials=50``); ``--help`` lists the groups and ``--cfg job`` prints the
-composed configuration. Bad configuration fails before any compute with one paragraph
-naming the key (exit status 2).
+composed configuration. Bad configuration (Hydra's own errors included: an unknown
+option of a config group, bad override syntax, an unknown key) fails before any compute
+with one line naming the key (exit status 2), and so does a folder ptyopt cannot write;
+Ctrl-C ends with ``ptyopt: interrupted`` (exit status 130), the running trial told FAIL.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 
 import hydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from ptyopt.errors import ConfigError
+from ptyopt.errors import ConfigError, did_you_mean, hydra_message
 from ptyopt.paths import conf_dir
 
 COMMANDS = ("study", "report", "reconstruct", "apply", "simulate")
 _command = {"name": "study"}
+#: errno values of a folder or file that cannot be written
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def _fail(message: str) -> None:
@@ -242,18 +250,52 @@ def _app(cfg: DictConfig) -> None:
         }[command](config, plan_values)
     except (ConfigError, DatasetFileError, DivergenceError) as err:
         _fail(str(err))
+    except OSError as err:
+        if err.errno not in _NOT_WRITABLE:
+            raise
+        _fail(f"cannot write {err.filename}: {err.strerror}")
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars an interrupted study left open, so that ptyopt's last
+    line comes after them."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def _unknown_command(word: str) -> str:
+    """The error for a first argument that is neither a command, an option nor an
+    override, with the closest command where one is close."""
+    known = [*COMMANDS, "import"]
+    return f"unknown command {word!r}; choose one of {', '.join(known)}" + did_you_mean(word, known)
 
 
 def main() -> None:
     """Entry point: an optional command word, then Hydra's arguments (``import`` parses
-    its own)."""
+    its own). Hydra's errors reach ptyopt (``HYDRA_FULL_ERROR``) and end in one line,
+    unless the user set ``HYDRA_FULL_ERROR=1`` for Hydra's full traceback."""
     if len(sys.argv) > 1 and sys.argv[1] == "import":
         from ptyopt.io.cli import main as import_main
 
         sys.exit(import_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
         _command["name"] = sys.argv.pop(1)
-    _app()
+    elif len(sys.argv) > 1 and not sys.argv[1].startswith(("-", "~")) and "=" not in sys.argv[1]:
+        _fail(_unknown_command(sys.argv[1]))
+    traceback_wanted = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        _app()
+    except KeyboardInterrupt:
+        _close_progress_bars()
+        print("ptyopt: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except (HydraException, OmegaConfBaseException) as err:
+        if traceback_wanted:
+            raise
+        _fail(hydra_message(err))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from ptyopt import physics
 from ptyopt.data.dataset import GroundTruth, Optics, PtychoDataset
 from ptyopt.data.file import FORMAT, VERSION, DatasetFileError, read_dataset, write_dataset
 
@@ -32,7 +33,7 @@ def make_dataset(
         truth = GroundTruth(
             potential_V_A=rng.normal(size=(3, 20, 20)).astype(np.float32),
             slice_thickness_A=2.0,
-            sampling_A=0.25,
+            sampling_A=physics.reconstruction_pixel_size_A(200e3, k, 1.5),  # the optics'
             sigma_per_V_A=7.3e-4,
             kind="thermal_mean",
             n_configurations=8,
@@ -365,7 +366,8 @@ BAD_FILES = {
     ),
     "invalid kind": (
         set_attr("ground_truth", "kind", "dynamic"),
-        r"/ground_truth attr kind is 'dynamic', expected one of \('thermal_mean', 'static'\)",
+        r"/ground_truth attr kind is 'dynamic', expected one of "
+        r"\('thermal_mean', 'static', 'debye_waller'\)",
     ),
     "unparseable simulation": (
         set_attr("/", "simulation", "{not json"),

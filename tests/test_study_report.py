@@ -14,6 +14,7 @@ from matplotlib.image import imread
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
+from ptyopt import physics
 from ptyopt.data.dataset import GroundTruth, Optics, PtychoDataset
 from ptyopt.data.file import write_dataset
 from ptyopt.registration import tile_periodic
@@ -95,7 +96,8 @@ def write_artifacts(tmp_path, *, with_dataset=True):
             patterns=rng.random((4, 8, 8), dtype=np.float32),
             positions_A=np.array([[0, 0], [0, 1], [1, 0], [1, 1]], float),
             optics=Optics(energy_eV=200e3, semiangle_mrad=20.0),
-            angular_sampling_mrad=2.0,
+            # the detector pitch whose reconstruction pixel λ/(N·Δα) is the truth's 0.2 Å
+            angular_sampling_mrad=1e3 * physics.wavelength_A(200e3) / (8 * 0.2),
             pattern_centre_px=(4.0, 4.0),
             ground_truth=truth,
         )

@@ -65,7 +65,9 @@ class GroundTruth:
     each slice [Å]. sampling_A: pixel size [Å], equal to the reconstruction pixel.
     sigma_per_V_A: interaction constant σ [rad/(V·Å)], so a slice's phase is σ·V.
     kind: ``"thermal_mean"`` (mean over ``n_configurations`` frozen-phonon
-    configurations) or ``"static"``. dopants: the substituted sites of a doped
+    configurations), ``"debye_waller"`` (the analytic thermal average: each atom's
+    potential blurred by its Debye–Waller factor) or
+    ``"static"``. dopants: the substituted sites of a doped
     specimen, ``None`` for a perfect crystal.
     """
 

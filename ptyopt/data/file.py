@@ -19,6 +19,18 @@ Layout (version 1); units as in :mod:`ptyopt.data.dataset` (Å, mrad, eV):
   ``host_period_A`` (y, x) [Å], each in (0, cell edge]. Files without it (perfect
   crystals, or written before dopants existed) read as before.
 
+Geometry is checked too (:func:`_check_geometry`), since a file that contradicts
+itself gives silently wrong scores: the ground truth's ``sampling_A`` is the
+reconstruction pixel λ/(N·Δα) (to :data:`SAMPLING_TOLERANCE`); where the file records
+its simulation, the truth is one periodic cell of the simulated specimen (cell edges =
+pixels × sampling = ``simulation.cell_edge_A``, holding whole host periods of its
+dopants); ``pattern_centre_px`` lies on the detector; and the positions make a sane
+scan. The truth is one periodic cell tiled over the field of view, so a position
+cannot fall outside the specimen; what is refused is a position far from all others
+(its nearest neighbour farther than both the probe window and :data:`OUTLIER_SPACING`
+times the scan's median nearest-neighbour distance), and positions so spread that the
+object around them would exceed :data:`MAX_OBJECT_PX` pixels along an axis.
+
 Every problem with a file (or with a dataset about to be written) raises
 :class:`DatasetFileError` naming the file and the offending key.
 """
@@ -38,12 +50,22 @@ from typing import Any
 import h5py
 import numpy as np
 from ase.data import chemical_symbols
+from scipy.spatial import cKDTree
 
 from ptyopt.data.dataset import DopantSite, DopantTable, GroundTruth, Optics, PtychoDataset
+from ptyopt.initial import object_geometry
 
 FORMAT = "ptyopt-dataset"
 VERSION = 1
-GROUND_TRUTH_KINDS = ("thermal_mean", "static")
+GROUND_TRUTH_KINDS = ("thermal_mean", "static", "debye_waller")
+SAMPLING_TOLERANCE = 1e-3
+"""Largest relative difference between the ground truth's ``sampling_A`` (and its cell
+edges) and the reconstruction pixel (the simulation's cell edge)."""
+MAX_OBJECT_PX = 8192
+"""Largest object [px along an axis] that the positions of a dataset may span."""
+OUTLIER_SPACING = 20.0
+"""A position whose nearest neighbour is farther than this many median
+nearest-neighbour distances (and farther than the probe window) is refused."""
 DOPANT_FIELDS = ("element", "host", "y_A", "x_A", "depth_A")
 _DOPANT_DTYPE = np.dtype(
     [("element", "S3"), ("host", "S3"), ("y_A", "<f8"), ("x_A", "<f8"), ("depth_A", "<f8")]
@@ -201,6 +223,89 @@ def _validated_ground_truth(truth: GroundTruth, path: Path) -> GroundTruth:
     )
 
 
+def _check_positions(dataset: PtychoDataset, path: Path) -> None:
+    """Positions (validated finite) that make one scan of a sane size: none far from
+    all others, and an object around them of at most MAX_OBJECT_PX per axis."""
+    positions = dataset.positions_A
+    dx, n = dataset.pixel_size_A, dataset.detector_shape[0]
+    if len(positions) > 2:
+        spacing = cKDTree(positions).query(positions, k=2)[0][:, 1]
+        typical = float(np.median(spacing))
+        limit = max(OUTLIER_SPACING * typical, n * dx)
+        far = int(np.argmax(spacing))
+        if spacing[far] > limit:
+            raise _error(
+                path,
+                "/positions_A",
+                f"row {far} {positions[far].tolist()} Å is {spacing[far]:.4g} Å from its "
+                f"nearest neighbour, far from the others (median spacing {typical:.4g} Å, "
+                f"probe window {n * dx:.4g} Å)",
+            )
+    shape = object_geometry(dataset).shape
+    if max(shape) > MAX_OBJECT_PX:
+        span = np.ptp(positions, axis=0)
+        raise _error(
+            path,
+            "/positions_A",
+            f"spans {span[0]:.4g} × {span[1]:.4g} Å: the object around them would be "
+            f"{shape[0]} × {shape[1]} px of {dx:.4g} Å, more than {MAX_OBJECT_PX} px",
+        )
+
+
+def _check_ground_truth_geometry(dataset: PtychoDataset, path: Path) -> None:
+    """The truth on the reconstruction pixel and, for a simulation, one periodic cell
+    of the simulated specimen."""
+    truth, dx = dataset.ground_truth, dataset.pixel_size_A
+    key = _attr_key("/ground_truth", "sampling_A")
+    if abs(truth.sampling_A / dx - 1) > SAMPLING_TOLERANCE:
+        raise _error(
+            path,
+            key,
+            f"is {truth.sampling_A:.6g} Å, expected the reconstruction pixel "
+            f"λ/(N·Δα) = {dx:.6g} Å of the optics and detector",
+        )
+    shape = truth.potential_V_A.shape[1:]
+    cell = (shape[0] * truth.sampling_A, shape[1] * truth.sampling_A)
+    stated = (dataset.simulation or {}).get("cell_edge_A")
+    if isinstance(stated, numbers.Real) and any(
+        abs(edge / stated - 1) > SAMPLING_TOLERANCE for edge in cell
+    ):
+        raise _error(
+            path,
+            "/ground_truth/potential_V_A",
+            f"is {shape[0]} × {shape[1]} px of {truth.sampling_A:.6g} Å = {cell[0]:.6g} × "
+            f"{cell[1]:.6g} Å, not one periodic cell of the simulated specimen "
+            f"(root attr simulation cell_edge_A = {stated:.6g} Å)",
+        )
+    if truth.dopants is not None:
+        for edge, period, axis in zip(cell, truth.dopants.host_period_A, "yx", strict=True):
+            periods = edge / period
+            if abs(periods - round(periods)) > SAMPLING_TOLERANCE * periods:
+                raise _error(
+                    path,
+                    _attr_key("/ground_truth/dopant_sites", "host_period_A"),
+                    f"{axis} is {period:.6g} Å, which the {edge:.6g} Å cell does not hold "
+                    f"a whole number of times ({periods:.4g}): not a periodic cell",
+                )
+
+
+def _check_geometry(dataset: PtychoDataset, path: Path) -> None:
+    """Check that the (otherwise validated) dataset agrees with itself: pattern
+    centre, positions and the ground truth's sampling and cell (module docstring)."""
+    n = dataset.detector_shape[0]
+    centre = dataset.pattern_centre_px
+    if not all(-0.5 <= c <= n - 0.5 for c in centre):
+        raise _error(
+            path,
+            _attr_key("/detector", "pattern_centre_px"),
+            f"is {_show(centre)}, expected a point on the {n} × {n} px detector "
+            f"(each in [-0.5, {n - 0.5}])",
+        )
+    _check_positions(dataset, path)
+    if dataset.ground_truth is not None:
+        _check_ground_truth_geometry(dataset, path)
+
+
 def _validated(dataset: PtychoDataset, path: Path) -> PtychoDataset:
     """Check every field of ``dataset`` (as stored at ``path``) and return it with
     normalised types: positions float64, scalars Python floats/ints."""
@@ -276,7 +381,7 @@ def _validated(dataset: PtychoDataset, path: Path) -> PtychoDataset:
         except (TypeError, ValueError) as err:
             raise _error(path, simulation_key, f"is not JSON-serialisable ({err})") from err
 
-    return PtychoDataset(
+    checked = PtychoDataset(
         name=dataset.name,
         patterns=patterns,
         positions_A=positions.astype(np.float64, copy=False),
@@ -295,6 +400,8 @@ def _validated(dataset: PtychoDataset, path: Path) -> PtychoDataset:
         nominal_slices=slices,
         simulation=simulation,
     )
+    _check_geometry(checked, path)
+    return checked
 
 
 # --- writing ---------------------------------------------------------------------------

@@ -5,8 +5,8 @@ Accepted files:
 - any HDF5 file with a dataset ``potential_V_A`` (or ``FILE.h5:/path`` naming one) of
   shape (S, ny, nx): the projected potential of each slice [V·Å], rows y, with attrs (on
   the dataset or the file's root) ``sampling_A`` (a number, or (y, x)) [Å] and
-  ``slice_thickness_A`` [Å]; optional ``kind`` (``static`` or ``thermal_mean``,
-  default ``static``) and ``n_configurations`` (default 1).
+  ``slice_thickness_A`` [Å]; optional ``kind`` (``static``, ``thermal_mean`` or
+  ``debye_waller``, default ``static``) and ``n_configurations`` (default 1).
 
 The potential is one periodic cell of the specimen in the frame of the positions (its
 pixel (0, 0) at position (0, 0) Å); the scorer tiles it over the field of view. It is

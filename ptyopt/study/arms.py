@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from ptyopt.errors import ConfigError
+from ptyopt.errors import ConfigError, hydra_message
 from ptyopt.paths import conf_dir
 from ptyopt.study.components import make_sampler
 from ptyopt.study.settings import StudyConfig, validate
@@ -79,8 +79,7 @@ def arms_of(config: StudyConfig, cli_overrides: Sequence[str] = ()) -> list[Arm]
         except ConfigError as err:
             raise ConfigError(f"study.arms.{name}: {err}") from None
         except Exception as err:  # Hydra's own errors: unknown option, bad override syntax
-            message = " ".join(str(err).split())
-            raise ConfigError(f"study.arms.{name}: {type(err).__name__}: {message}") from None
+            raise ConfigError(f"study.arms.{name}: {hydra_message(err)}") from None
         if arm_config.study.arms:
             raise ConfigError(
                 f"study.arms.{name}: its member study has arms of its own; arms cannot nest"

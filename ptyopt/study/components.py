@@ -18,6 +18,7 @@ from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from ptyopt.errors import ConfigError
+from ptyopt.study.journal import repair_journal
 from ptyopt.study.settings import PrunerSettings, SamplerSettings, StorageSettings
 
 
@@ -151,10 +152,13 @@ def _with_password(url: str, variable: str) -> str:
 
 def make_storage(settings: StorageSettings, study_dir: Path) -> optuna.storages.BaseStorage:
     """Journal file (default), SQLite or PostgreSQL storage; RDB storages get heartbeats
-    and retry failed trials."""
+    and retry failed trials. A journal's damaged last record is repaired first
+    (:func:`ptyopt.study.journal.repair_journal`)."""
     study_dir.mkdir(parents=True, exist_ok=True)
     if settings.kind == "journal":
-        return JournalStorage(JournalFileBackend(str(study_dir / "journal.log")))
+        journal = study_dir / "journal.log"
+        repair_journal(journal)
+        return JournalStorage(JournalFileBackend(str(journal)))
     url = settings.url or f"sqlite:///{study_dir / 'study.db'}"
     if settings.kind == "postgres":
         url = _with_password(url, settings.password_env)

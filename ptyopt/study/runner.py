@@ -66,6 +66,26 @@ def study_dir(name: str) -> Path:
     return project_root() / "studies" / name
 
 
+def check_writable(folder: Path) -> None:
+    """A ConfigError naming the folder if ptyopt cannot create the study folder
+    ``folder`` or write its storage and trial artifacts in it (checked before any
+    compute; nothing is created)."""
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    for where in (existing, folder / "trials"):
+        if not where.exists():
+            continue
+        if not where.is_dir():
+            raise ConfigError(f"study.name: {where} is a file; the study needs a folder there")
+        if not os.access(where, os.W_OK | os.X_OK):
+            what = "study folder" if where == folder else "folder"
+            raise ConfigError(
+                f"study.name: cannot write to the {what} {where} (permission denied); "
+                "make it writable, or set PTYOPT_HOME to a project folder of your own"
+            )
+
+
 def enable_compilation_cache() -> None:
     """JAX's persistent compilation cache, shared by all processes of a project."""
     jax.config.update("jax_compilation_cache_dir", str(compilation_cache()))
@@ -451,6 +471,7 @@ def run_study(
     ``overrides``: the command line's, recorded with the study
     (:func:`ptyopt.study.publication.record_run`)."""
     folder = study_dir(config.study.name)
+    check_writable(folder)
     enable_compilation_cache()
     plan = plan_with(plan_values, {})
     max_iterations = sum(engine.iterations for engine in plan.engines)
@@ -495,6 +516,9 @@ def run_study(
                 values = run_trial(trial, work)
         except optuna.TrialPruned:
             study.tell(trial, state=State.PRUNED)
+        except KeyboardInterrupt:  # Ctrl-C: the trial is over, not left RUNNING
+            _fail(study, trial, "interrupted")
+            raise
         except DivergenceError as err:
             _fail(study, trial, str(err))
         except Exception as err:  # a trial's failure must not end the study
