@@ -275,7 +275,10 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     # shares when it is the final iterate) and at the end of the curve
     final.scores["seconds"] = reconstruction_s
     reporter.curve["seconds"][-1] = reconstruction_s
-    final.scores["training_error"] = amplitude_error(state, training, state.positions_px)
+    for scored in {id(final): final, id(best): best}.values():  # one forward pass each
+        scored.scores["training_error"] = amplitude_error(
+            scored.state, training, scored.state.positions_px
+        )
     if objective.split_frc:
         split = split_frc_scores(plan, measurements, used)
         final.scores.update(split.scores)
