@@ -13,7 +13,8 @@ trial's noise model):
   ranks the trials exactly as NRMSE does (ρ for a score to minimise, −ρ to maximise);
 - ``nrmse_of_pick``, ``best_nrmse``: the NRMSE of the trial the score would have chosen,
   and the lowest NRMSE of all (what an oracle would have chosen);
-- ``trials``: the trials compared (non-finite scores are left out).
+- ``trials``: the trials compared (NaN scores are left out; an infinite one, e.g. a split
+  FRC already below the half-bit curve at its first ring, ranks last).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pandas as pd
 from scipy.stats import spearmanr
@@ -69,7 +69,7 @@ def correlation_table(study: optuna.Study) -> pd.DataFrame:
     values = _values(study)
     rows = []
     for name, direction in SCORES.items():
-        finite = values[np.isfinite(values[[name, "nrmse", "ssim"]]).all(axis=1)]
+        finite = values[values[[name, "nrmse", "ssim"]].notna().all(axis=1)]
         if len(finite) < MIN_TRIALS or finite[name].nunique() < 2:
             continue
         rho_nrmse, p_nrmse = spearmanr(finite[name], finite["nrmse"])
