@@ -153,6 +153,7 @@ def _reconstruct(config, plan_values, applied=None) -> None:
     from ptyopt.reconstruction.figure import plot_reconstruction
     from ptyopt.reconstruction.file import write_reconstruction
     from ptyopt.study.runner import dataset_for, enable_compilation_cache, score_metrics
+    from ptyopt.truth_free import image_scores
 
     enable_compilation_cache()
     dataset, dataset_path = dataset_for(config)
@@ -188,7 +189,9 @@ def _reconstruct(config, plan_values, applied=None) -> None:
         print("  NRMSE by iteration: " + ", ".join(f"{i}: {v:.3f}" for i, v in scores.history))
         print("  final: " + ", ".join(f"{name} {value:.4g}" for name, value in final.items()))
     else:
-        print(f"  {dataset_path} has no ground truth: no scores")
+        print(f"  {dataset_path} has no ground truth: no scores against it")
+    image = image_scores(state.object, reconstruction.measurements)
+    print("  without ground truth: " + ", ".join(f"{k} {v:.4g}" for k, v in image.items()))
 
 
 def _apply(config, plan_values) -> None:

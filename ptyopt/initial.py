@@ -33,18 +33,26 @@ class Geometry:
     """Object grid for a dataset. positions_px (n, 2) probe centres in object pixels;
     origin_px (2,) object pixel of the dataset positions' origin (for a simulation, the
     cell's); shape (H, W); window (N, N); margin_px: object pixels around every probe
-    window at the nominal positions."""
+    window at the nominal positions. scan_bounds_px: (2, 2) the lowest and highest
+    probe centre (y, x) of the whole scan when ``positions_px`` holds only some of its
+    positions (:func:`with_positions`), ``None`` when it holds them all."""
 
     positions_px: np.ndarray
     origin_px: np.ndarray
     shape: tuple[int, int]
     window: tuple[int, int]
     margin_px: int = 2
+    scan_bounds_px: np.ndarray | None = None
 
     def field_of_view(self, margin_px: int = 0) -> tuple[slice, slice]:
-        """Pixels spanned by the probe centres, shrunk by ``margin_px``."""
-        lo = np.ceil(self.positions_px.min(axis=0)).astype(int) + margin_px
-        hi = np.floor(self.positions_px.max(axis=0)).astype(int) - margin_px + 1
+        """Pixels spanned by the probe centres of the whole scan, shrunk by ``margin_px``."""
+        low, high = (
+            (self.positions_px.min(axis=0), self.positions_px.max(axis=0))
+            if self.scan_bounds_px is None
+            else self.scan_bounds_px
+        )
+        lo = np.ceil(low).astype(int) + margin_px
+        hi = np.floor(high).astype(int) - margin_px + 1
         return (slice(lo[0], hi[0]), slice(lo[1], hi[1]))
 
     def with_margin(self, margin_px: int) -> Geometry:
@@ -57,6 +65,7 @@ class Geometry:
             (self.shape[0] + 2 * grow, self.shape[1] + 2 * grow),
             self.window,
             margin_px,
+            None if self.scan_bounds_px is None else self.scan_bounds_px + grow,
         )
 
 
@@ -119,7 +128,9 @@ class Measurements:
     starts from; microscope: the optics, specimen thickness, slicing and scan
     calibration it assumes. nominal_geometry and nominal: the same as the dataset
     records them (what :func:`with_plan` resolves a plan against); dataset_name: for
-    messages. Nothing here comes from a ground truth."""
+    messages. scan_indices: the positions of the nominal scan these patterns were
+    measured at, in order (``None``: all of them; see :func:`with_positions`). Nothing
+    here comes from a ground truth."""
 
     patterns: jnp.ndarray
     detector_ramp: jnp.ndarray
@@ -130,6 +141,7 @@ class Measurements:
     nominal_geometry: Geometry
     nominal: Microscope
     dataset_name: str = ""
+    scan_indices: np.ndarray | None = None
 
     @property
     def semiangle_mrad(self) -> float:
@@ -251,7 +263,40 @@ def with_plan(measurements: Measurements, plan: Plan) -> Measurements:
         scan_step_scale=1.0 if plan.scan.step_scale is None else float(plan.scan.step_scale),
     )
     geometry = _calibrated_geometry(measurements.nominal_geometry, plan.scan)
+    if measurements.scan_indices is not None:  # the whole scan calibrated, then the subset
+        positions = geometry.positions_px
+        geometry = replace(
+            geometry,
+            positions_px=positions[measurements.scan_indices],
+            scan_bounds_px=np.stack([positions.min(axis=0), positions.max(axis=0)]),
+        )
     return replace(measurements, geometry=geometry, microscope=microscope)
+
+
+def with_positions(measurements: Measurements, indices: np.ndarray) -> Measurements:
+    """The measurements of the whole scan at some of its positions only: ``indices`` (K,)
+    into the scan's positions. The engines see only these K patterns and positions; the
+    object grid, the field of view and the scan calibration (about the centroid of the
+    whole scan) stay those of the whole scan, so reconstructions from subsets are scored
+    on the same pixels. :func:`with_plan` keeps the subset. Raises ValueError for
+    measurements that hold a subset already or indices outside the scan."""
+    indices = np.asarray(indices, dtype=np.int64)
+    positions = measurements.geometry.positions_px
+    if measurements.scan_indices is not None:
+        raise ValueError("with_positions: takes the measurements of the whole scan")
+    if indices.size == 0 or indices.min() < 0 or indices.max() >= len(positions):
+        raise ValueError(f"with_positions: indices must lie in [0, {len(positions)})")
+    geometry = replace(
+        measurements.geometry,
+        positions_px=positions[indices],
+        scan_bounds_px=np.stack([positions.min(axis=0), positions.max(axis=0)]),
+    )
+    return replace(
+        measurements,
+        patterns=measurements.patterns[jnp.asarray(indices)],
+        geometry=geometry,
+        scan_indices=indices,
+    )
 
 
 @dataclass(frozen=True)

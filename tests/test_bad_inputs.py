@@ -280,7 +280,10 @@ FILE_CASES = {
         _edited(_one_position_short),
         ["/positions_A has 63 positions but /patterns has 64 patterns"],
     ),
-    "no ground truth": (_edited(_no_ground_truth), ["has no ground truth to score trials against"]),
+    "no ground truth": (
+        _edited(_no_ground_truth),
+        ["objective.metrics: nrmse needs a ground truth and", "has none"],
+    ),
 }
 
 

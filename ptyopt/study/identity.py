@@ -4,7 +4,7 @@ scored on another dataset, another plan or another objective never mix with its 
 
 The identity is the dataset file's SHA-256 (and its path, for the message), the plan
 the search space varies (the base plan; the trials' own parameters are not part of it)
-and the objective's metrics and directions (its iterate is checked by
+and the objective's metrics, directions and held-out positions (its iterate is checked by
 :func:`ptyopt.study.runner.open_study`). The budget, sampler, pruner and storage may
 change between runs.
 """
@@ -35,15 +35,21 @@ def file_sha256(path: Path) -> str:
 
 
 def study_identity(
-    dataset_path: Path, plan_values: dict, metrics: list[str], directions: list[str]
+    dataset_path: Path,
+    plan_values: dict,
+    metrics: list[str],
+    directions: list[str],
+    held_out: dict[str, Any],
 ) -> dict[str, Any]:
     """The identity of a study run on ``dataset_path`` with the base plan
-    ``plan_values`` and the objective (JSON-compatible)."""
+    ``plan_values``, the objective and ``held_out``, the positions it withholds from
+    every reconstruction (``objective.validation_fraction`` and ``validation_seed``)
+    (JSON-compatible)."""
     return {
         "dataset_sha256": file_sha256(dataset_path),
         "dataset_path": str(dataset_path),
         "plan": json.loads(json.dumps(plan_values, sort_keys=True)),
-        "objective": {"metrics": list(metrics), "directions": list(directions)},
+        "objective": {"metrics": list(metrics), "directions": list(directions), **held_out},
     }
 
 

@@ -2,7 +2,11 @@
 
 Each trial suggests its parameters, builds its plan, reconstructs the dataset (with an
 intermediate score every ``study.score_every`` iterations feeding the pruner and its
-convergence curve), scores the result against the ground truth and writes its artifacts.
+convergence curve), scores the result against the ground truth (where the dataset has
+one) and without it (:mod:`ptyopt.truth_free`: image statistics always, the held-out
+positions' error with ``objective.validation_fraction`` > 0, the split-data FRC with
+``objective.split_frc``) and writes its artifacts. Held-out positions are removed from
+what the engines see.
 Its values come from the final iterate or, with ``objective.iterate=best``, from the
 best scored iterate along its curve (kept while the trial runs, never scored again). A
 diverged or failed trial is told FAIL with the reason in its user attributes and the
@@ -25,7 +29,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +46,13 @@ from ptyopt.data.dataset import PtychoDataset
 from ptyopt.data.file import DatasetFileError, read_dataset
 from ptyopt.engines.common import DivergenceError, IterationReport, run_plan
 from ptyopt.errors import ConfigError
-from ptyopt.initial import Measurements, ReconState, measurements_from, with_plan
+from ptyopt.initial import (
+    Measurements,
+    ReconState,
+    measurements_from,
+    with_plan,
+    with_positions,
+)
 from ptyopt.paths import compilation_cache, project_root
 from ptyopt.plan import check_bandlimit, parse_plan
 from ptyopt.study.artifacts import trial_dir, write_trial
@@ -51,11 +61,19 @@ from ptyopt.study.identity import check_identity, study_identity
 from ptyopt.study.publication import record_run
 from ptyopt.study.settings import (
     OBJECTIVE_ITERATE,
+    TRUTH_FREE_METRICS,
     StudyConfig,
     directions,
     objective_iterate,
     plan_with,
     with_params,
+)
+from ptyopt.truth_free import (
+    amplitude_error,
+    held_out_positions,
+    image_scores,
+    split_frc_scores,
+    validation_error,
 )
 
 State = optuna.trial.TrialState
@@ -101,16 +119,24 @@ def score_metrics(
     ).scalars()
 
 
-#: Scores kept in a trial's convergence curve (user attribute ``curve``), and those kept
-#: too where the ground truth has them (its dopants' depth localisation).
-CURVE_METRICS = ("nrmse", "ssim", "frc_resolution_A")
-OPTIONAL_CURVE_METRICS = ("depth_error_rms_A", "depth_fwhm_mean_A")
+#: Scores kept in a trial's convergence curve (user attribute ``curve``) where the trial
+#: records them: against a ground truth, its dopants' depth localisation, without truth.
+CURVE_METRICS = (
+    "nrmse",
+    "ssim",
+    "frc_resolution_A",
+    "depth_error_rms_A",
+    "depth_fwhm_mean_A",
+    "validation_error",
+    "phase_contrast",
+    "phase_tv",
+)
 
 
 @dataclass
 class ScoredIterate:
     """One scored iterate of a trial. iteration: iterations done over the whole plan;
-    scores: every scalar score of :func:`score_metrics` and ``seconds``, the
+    scores: every score of :meth:`Workspace.scores` and ``seconds``, the
     reconstruction time up to this iterate (scoring excluded) [s]; state: the
     reconstruction at this iterate (immutable JAX arrays: holding it copies nothing)."""
 
@@ -133,25 +159,24 @@ def _better(value: float, than: float, minimize: bool) -> bool:
 @dataclass
 class ConvergenceReporter:
     """Observer: every ``every`` iterations (over the whole plan) scores the current
-    state and records it (:meth:`record`): the convergence :attr:`curve` (``iteration``,
-    reconstruction ``seconds`` so far, and :data:`CURVE_METRICS`), the :attr:`latest`
-    and the :attr:`best` iterate in the objective's first ``metric`` (its ``direction``;
-    the earliest on ties). With ``prune`` (single-objective studies) it also reports
-    ``metric`` as the trial's intermediate value and prunes if told to (``seconds`` is
-    never an intermediate value)."""
+    state with ``score`` and records it (:meth:`record`): the convergence :attr:`curve`
+    (``iteration``, reconstruction ``seconds`` so far, and those of
+    :data:`CURVE_METRICS` that are scored), the :attr:`latest` and the :attr:`best`
+    iterate in the objective's first ``metric`` (its ``direction``; the earliest on
+    ties; the first iterate if the metric is not scored along the way). With ``prune``
+    (single-objective studies) it also reports ``metric``, where it is scored along the
+    way, as the trial's intermediate value and prunes if told to (``seconds`` is never
+    an intermediate value)."""
 
     trial: optuna.Trial
     metric: str
     direction: str
     prune: bool
     every: int
-    dataset: PtychoDataset
-    measurements: Measurements
+    score: Callable[[ReconState], dict[str, float]]
     seconds: float = 0.0  # spent scoring, not reconstructing
     started: float = field(default_factory=time.perf_counter)
-    curve: dict[str, list[float]] = field(
-        default_factory=lambda: {"iteration": [], "seconds": [], **{m: [] for m in CURVE_METRICS}}
-    )
+    curve: dict[str, list[float]] = field(default_factory=lambda: {"iteration": [], "seconds": []})
     latest: ScoredIterate | None = None
     best: ScoredIterate | None = None
 
@@ -159,14 +184,13 @@ class ConvergenceReporter:
         """Add a scored iterate to the curve; keep it if it is the best so far."""
         self.latest = scored
         self.curve["iteration"].append(scored.iteration)
-        for name in ("seconds", *CURVE_METRICS):
-            self.curve[name].append(scored.scores[name])
-        for name in OPTIONAL_CURVE_METRICS:
+        self.curve["seconds"].append(scored.scores["seconds"])
+        for name in CURVE_METRICS:
             if name in scored.scores:
                 self.curve.setdefault(name, []).append(scored.scores[name])
         if self.best is None or _better(
-            scored.scores[self.metric],
-            self.best.scores[self.metric],
+            scored.scores.get(self.metric, math.nan),
+            self.best.scores.get(self.metric, math.nan),
             self.direction == "minimize",
         ):
             self.best = scored
@@ -176,7 +200,7 @@ class ConvergenceReporter:
         if step % self.every:
             return
         scoring_started = time.perf_counter()
-        scores = score_metrics(report.state.object, self.dataset, self.measurements)
+        scores = self.score(report.state)
         reconstructing = scoring_started - self.started - self.seconds
         self.record(ScoredIterate(step, {**scores, "seconds": reconstructing}, report.state))
         self.seconds += time.perf_counter() - scoring_started
@@ -189,7 +213,9 @@ class ConvergenceReporter:
 
 @dataclass
 class Workspace:
-    """What every trial of one process shares."""
+    """What every trial of one process shares. held_out: the positions (K,) of the scan
+    that no update sees (empty: none); used: the others (``None`` when none is held
+    out)."""
 
     config: StudyConfig
     plan_values: dict
@@ -197,6 +223,24 @@ class Workspace:
     dataset_path: Path
     measurements: Measurements
     folder: Path
+    held_out: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def used(self) -> np.ndarray | None:
+        if not self.held_out.size:
+            return None
+        return np.setdiff1d(np.arange(len(self.measurements.patterns)), self.held_out)
+
+    def scores(self, state: ReconState, measurements: Measurements) -> dict[str, float]:
+        """Every score of ``state`` along a trial: against the ground truth where there is
+        one (:func:`score_metrics`), the image statistics and, with held-out positions,
+        ``validation_error``; ``measurements``: the whole scan as the trial assumes it."""
+        truth = self.dataset.ground_truth is not None
+        scores = score_metrics(state.object, self.dataset, measurements) if truth else {}
+        scores.update(image_scores(state.object, measurements))
+        if self.held_out.size:
+            scores["validation_error"] = validation_error(state, measurements, self.held_out)
+        return scores
 
 
 def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
@@ -205,7 +249,9 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     params = suggest(trial, work.config.study.search_space)
     trial_plan = with_params(work.plan_values, params)
     plan = parse_plan(trial_plan)
-    measurements = with_plan(work.measurements, plan)  # as the trial assumes them
+    measurements = with_plan(work.measurements, plan)  # the whole scan, as the trial assumes it
+    used = work.used
+    training = measurements if used is None else with_positions(measurements, used)
     microscope = measurements.microscope.plan_settings()
     first_iterations: list[float] = []
     other_iterations: list[float] = []
@@ -232,11 +278,10 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
         directions(work.config)[0],
         len(objective.metrics) == 1,
         work.config.study.score_every,
-        work.dataset,
-        measurements,
+        lambda state: work.scores(state, measurements),
     )
     try:
-        state = run_plan(plan, measurements, observers=[timing, reporter])
+        state = run_plan(plan, training, observers=[timing, reporter])
     except BaseException:  # pruned and diverged trials keep their curve and best so far
         trial.set_user_attr("curve", reporter.curve)
         if reporter.best is not None:
@@ -244,7 +289,7 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
         raise
     reconstruction_s = time.perf_counter() - reporter.started - reporter.seconds
     if reporter.latest is None or reporter.latest.iteration != state.iterations_done:
-        scores = score_metrics(state.object, work.dataset, measurements)
+        scores = work.scores(state, measurements)
         reporter.record(
             ScoredIterate(state.iterations_done, {**scores, "seconds": reconstruction_s}, state)
         )
@@ -253,6 +298,15 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     # shares when it is the final iterate) and at the end of the curve
     final.scores["seconds"] = reconstruction_s
     reporter.curve["seconds"][-1] = reconstruction_s
+    for scored in {id(final): final, id(best): best}.values():  # one forward pass each
+        scored.scores["training_error"] = amplitude_error(
+            scored.state, training, scored.state.positions_px
+        )
+    if objective.split_frc:
+        split = split_frc_scores(plan, measurements, used)
+        final.scores.update(split.scores)
+        trial.set_user_attr("split_frc_s", split.seconds)
+        trial.set_user_attr("split_frc_halves", {"kind": split.kind, "positions": split.positions})
     trial.set_user_attr("curve", reporter.curve)
     typical = statistics.median(other_iterations) if other_iterations else 0.0
     compile_s = sum(max(0.0, first - typical) for first in first_iterations)
@@ -278,6 +332,7 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     trial.set_user_attr("metrics", final.scores)
     trial.set_user_attr("best_iterate", best.as_user_attribute())
     trial.set_user_attr("data_error", losses[-1])
+    trial.set_user_attr("validation_positions", int(work.held_out.size))
     trial.set_user_attr("reconstruction_s", reconstruction_s)
     trial.set_user_attr("intermediate_scoring_s", reporter.seconds)
     trial.set_user_attr("compile_time_s", compile_s)
@@ -480,10 +535,11 @@ def run_study(
     )
     pruner = make_pruner(config.pruner, max(max_iterations, config.pruner.min_resource + 1))
     dataset, dataset_path = dataset_for(config, progress)
-    if dataset.ground_truth is None:
+    needs_truth = [m for m in config.objective.metrics if m not in TRUTH_FREE_METRICS]
+    if dataset.ground_truth is None and needs_truth:
         raise ConfigError(
-            f"dataset_file: {dataset_path} has no ground truth to score trials against "
-            "(python -m ptyopt reconstruct reconstructs it)"
+            f"objective.metrics: {needs_truth[0]} needs a ground truth and {dataset_path} "
+            f"has none; choose metrics from {list(TRUTH_FREE_METRICS)}"
         )
     measurements = measurements_from(dataset)
     planned = with_plan(measurements, plan)  # thickness and scan checked before any trial
@@ -497,11 +553,23 @@ def run_study(
     folder.mkdir(parents=True, exist_ok=True)
     with _budget_lock(folder):  # one worker at a time creates the study and its baselines
         identity = study_identity(
-            dataset_path, plan_values, list(config.objective.metrics), directions(config)
+            dataset_path,
+            plan_values,
+            list(config.objective.metrics),
+            directions(config),
+            {
+                "validation_fraction": config.objective.validation_fraction,
+                "validation_seed": config.objective.validation_seed,
+            },
         )
         study = open_study(config, sampler, pruner, folder, identity)
         record_run(study, overrides)
-    work = Workspace(config, plan_values, dataset, dataset_path, measurements, folder)
+    held_out = held_out_positions(
+        dataset.n_positions,
+        config.objective.validation_fraction,
+        config.objective.validation_seed,
+    )
+    work = Workspace(config, plan_values, dataset, dataset_path, measurements, folder, held_out)
     budget = trial_budget(config)
     bar = tqdm(
         total=budget,

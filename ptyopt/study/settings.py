@@ -28,6 +28,7 @@ from ptyopt.data.recipe import (
 from ptyopt.errors import ConfigError, UnknownKeyError
 from ptyopt.plan import Plan, check_bandlimit, parse_plan
 from ptyopt.schema import to_dataclass
+from ptyopt.truth_free import SPLIT_FRC_SCORES, TRUTH_FREE_DIRECTIONS
 
 if TYPE_CHECKING:
     import optuna
@@ -42,7 +43,10 @@ METRIC_DIRECTIONS = {
     "depth_error_rms_A": "minimize",
     "depth_fwhm_mean_A": "minimize",
     "seconds": "minimize",
+    **TRUTH_FREE_DIRECTIONS,
 }
+#: Metrics that need no ground truth (:mod:`ptyopt.truth_free`; ``seconds`` too).
+TRUTH_FREE_METRICS = (*TRUTH_FREE_DIRECTIONS, "seconds")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2", "gp")
 PRUNERS = ("median", "percentile", "hyperband", "none")
 STORAGES = ("journal", "sqlite", "postgres")
@@ -74,11 +78,21 @@ class ObjectiveSettings:
     directions: ``minimize``/``maximize`` per metric (``null``: the metric's natural one);
     iterate: which scored iterate of a trial gives its values, ``final`` (the end of the
     plan) or ``best`` (the scored iterate best in the first metric; every metric is then
-    taken from that iterate, ``seconds`` being the reconstruction time up to it)."""
+    taken from that iterate, ``seconds`` being the reconstruction time up to it).
+
+    Scores without ground truth (:mod:`ptyopt.truth_free`): validation_fraction: the
+    share 0 ≤ f < 0.5 of the scan's positions held out of every update, drawn with
+    validation_seed, to score ``validation_error`` on (0: none, every position is used);
+    split_frc: reconstruct each trial's plan also on two interleaved halves of the scan
+    for ``split_frc_resolution_A`` and ``split_frc_area`` (two more reconstructions per
+    trial, timed apart from its ``seconds``)."""
 
     metrics: list[str] = field(default_factory=lambda: ["nrmse"])
     directions: Any = None
     iterate: str = "final"
+    validation_fraction: float = 0.0
+    validation_seed: int = 0
+    split_frc: bool = False
 
 
 @dataclass
@@ -362,6 +376,7 @@ def _validate_study(config: StudyConfig, plan_values: dict) -> None:
         "best picks the iterate by the first metric, which must score the reconstruction, "
         "not seconds (they only grow along a run)",
     )
+    _check_truth_free(o)
     if o.directions is not None:
         _require(
             list(o.directions)
@@ -394,6 +409,35 @@ def _validate_study(config: StudyConfig, plan_values: dict) -> None:
         config.storage.kind != "postgres" or bool(config.storage.url),
         "storage.url",
         "postgres storage needs a URL such as postgresql://user@host:5432/db",
+    )
+
+
+def _check_truth_free(o: ObjectiveSettings) -> None:
+    """The settings of the scores without ground truth against the objective's metrics."""
+    fraction = o.validation_fraction
+    _require(
+        isinstance(fraction, (int, float))
+        and not isinstance(fraction, bool)
+        and 0 <= fraction < 0.5,
+        "objective.validation_fraction",
+        f"must be a number with 0 <= f < 0.5 (the share of positions held out), got {fraction!r}",
+    )
+    _require(
+        "validation_error" not in o.metrics or fraction > 0,
+        "objective.validation_fraction",
+        "objective validation_error needs held-out positions: set it > 0, e.g. 0.1",
+    )
+    split = [m for m in o.metrics if m in SPLIT_FRC_SCORES]
+    _require(
+        not split or o.split_frc is True,
+        "objective.split_frc",
+        f"objective {split[0] if split else ''} needs the split-data reconstructions: "
+        "set objective.split_frc=true",
+    )
+    _require(
+        not split or o.iterate == "final",
+        "objective.iterate",
+        f"{split[0] if split else ''} scores the end of the plan only; use objective.iterate=final",
     )
 
 

@@ -1,6 +1,7 @@
 """``summary.md`` of a study report: environment, the objectives and the iterate they
 scored, the regenerating command, counts per state, throughput, time outside the
-reconstruction, how far the final iterates fell behind the best ones, the best trial
+reconstruction, how far the final iterates fell behind the best ones, how the objectives
+without ground truth agree with it (simulated data), the best trial
 (single objective) or the Pareto front (several objectives), and the figures or why each
 was skipped."""
 
@@ -190,8 +191,10 @@ def summary_markdown(
     columns: Columns,
     command: str,
     figures: dict[str, Path | str],
+    truth_free: list[str] = (),
 ) -> str:
-    """The whole ``summary.md``."""
+    """The whole ``summary.md``; ``truth_free``: its section on the objectives without
+    ground truth (:func:`ptyopt.study.report.truth_free.summary_lines`), if any."""
     directions = objectives_text(study, columns)
     lines = [
         f"# Study `{study.study_name}`",
@@ -209,6 +212,7 @@ def summary_markdown(
         final_vs_best_line(table, columns),
         "- all trials: [trials.md](trials.md), [trials.csv](trials.csv)",
         "",
+        *truth_free,
         *best_section(study, table, columns),
         *figures_section(figures),
     ]
