@@ -153,11 +153,13 @@ def _reconstruct(config, plan_values, applied=None) -> None:
     from ptyopt.reconstruction.figure import plot_reconstruction
     from ptyopt.reconstruction.file import write_reconstruction
     from ptyopt.study.runner import dataset_for, enable_compilation_cache, score_metrics
-    from ptyopt.truth_free import image_scores
+    from ptyopt.truth_free import held_out_positions
 
     enable_compilation_cache()
     dataset, dataset_path = dataset_for(config)
-    reconstruction = Reconstruction(dataset, plan_values)  # every check before compute
+    o = config.objective
+    held = held_out_positions(dataset.n_positions, o.validation_fraction, o.validation_seed)
+    reconstruction = Reconstruction(dataset, plan_values, held)  # every check before compute
     folder = Path(config.out).expanduser() if config.out else default_output(dataset.name)
     total = sum(engine.iterations for engine in reconstruction.plan.engines)
     truth = dataset.ground_truth is not None
@@ -176,11 +178,13 @@ def _reconstruct(config, plan_values, applied=None) -> None:
         f"{' → '.join(f'{e.kind} ×{e.iterations}' for e in reconstruction.plan.engines)} on "
         f"{dataset.name}: {reconstruction.seconds:.1f} s (compilation included)"
     )
+    free = reconstruction.truth_free_scores()
     h5 = write_reconstruction(
         folder / "reconstruction.h5",
         reconstruction,
         dataset_path,
         applied.provenance() if applied else None,
+        free,
     )
     png = plot_reconstruction(reconstruction, folder / "reconstruction.png")
     print(f"  wrote {h5} and {png}")
@@ -190,8 +194,7 @@ def _reconstruct(config, plan_values, applied=None) -> None:
         print("  final: " + ", ".join(f"{name} {value:.4g}" for name, value in final.items()))
     else:
         print(f"  {dataset_path} has no ground truth: no scores against it")
-    image = image_scores(state.object, reconstruction.measurements)
-    print("  without ground truth: " + ", ".join(f"{k} {v:.4g}" for k, v in image.items()))
+    print("  without ground truth: " + ", ".join(f"{k} {v:.4g}" for k, v in free.items()))
 
 
 def _apply(config, plan_values) -> None:

@@ -172,3 +172,30 @@ def test_reconstruct_with_ground_truth_prints_scores_and_ignores_the_study(files
     assert "final: nrmse" in result.stdout
     assert (tmp_path / "lsqml" / "reconstruction.h5").is_file()
     assert (tmp_path / "lsqml" / "reconstruction.png").is_file()
+
+
+def test_reconstruct_holds_out_positions_and_scores_them(files, tiny_dataset, tmp_path):
+    """objective.validation_fraction: the held-out positions are named in the file, sit
+    at their nominal place, and their validation error is printed and kept; an
+    impossible fraction is one line."""
+    out = tmp_path / "held"
+    common = [f"dataset_file={files['none']}", "engine=gradient", "plan.engines.0.group_size=4"]
+    result = cli(
+        tmp_path,
+        *common,
+        "plan.engines.0.iterations=2",
+        "objective.validation_fraction=0.3",
+        f"out={out}",
+    )
+    assert result.returncode == 0, result.stderr
+    with h5py.File(out / "reconstruction.h5", "r") as file:
+        held, positions = file["held_out"][()], file["positions_A"][()]
+        free = json.loads(file.attrs["truth_free_scores"])
+        origin = file.attrs["origin_A"]
+    assert len(held) == 3 and positions.shape == (9, 2)  # round(0.3 · 9) of the 9
+    np.testing.assert_allclose(positions[held] - origin, tiny_dataset.positions_A[held], atol=1e-5)
+    assert 0 < free["validation_error"] < 1 and "phase_contrast" in free
+    assert f"validation_error {free['validation_error']:.4g}" in result.stdout
+    bad = cli(tmp_path, *common, "objective.validation_fraction=0.7")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("ptyopt: error: objective.validation_fraction: must be")

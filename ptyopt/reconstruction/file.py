@@ -9,12 +9,16 @@ Layout (version 1):
   position p lies at p + origin_A), ``iterations_done``, ``seconds``, and ``plan``
   (JSON: the resolved plan, every microscope setting filled in, which reproduces this
   reconstruction on the dataset); from ``apply`` also ``applied`` (JSON: study, trial,
-  its objective values and tuned parameters, iterations);
+  its objective values and tuned parameters, iterations); ``truth_free_scores`` (JSON:
+  the scores without ground truth, :mod:`ptyopt.truth_free`);
 - ``/object``: (S, H, W) complex64 transmission, slice 0 at the entrance surface;
 - ``/probe``: (M, N, N) complex64 probe modes in the window, centred on pixel
   (N//2, N//2), Σ|ψ|² in counts;
 - ``/positions_A``: (P, 2) float64 probe centres (y, x) [Å] in the object's frame:
-  object pixel (j, i) lies at (j, i)·pixel_size_A, so pixel (0, 0) at (0, 0) Å;
+  object pixel (j, i) lies at (j, i)·pixel_size_A, so pixel (0, 0) at (0, 0) Å (held-out
+  positions at their calibrated nominal place);
+- ``/held_out``: (K,) int64, only with held-out positions: the indices of the dataset's
+  positions no update saw (``objective.validation_fraction``);
 - ``/data_error``: (iterations,) float64, the noise model's mean loss per position at
   every iteration.
 """
@@ -40,11 +44,13 @@ def write_reconstruction(
     reconstruction: Reconstruction,
     dataset_path: Path,
     applied: dict[str, Any] | None = None,
+    truth_free: dict[str, float] | None = None,
 ) -> Path:
     """Write a run ``reconstruction`` of the dataset file ``dataset_path`` to ``path``
     (parents created, an existing file replaced); ``applied``: the study trial whose plan
-    it ran (:meth:`ptyopt.reconstruction.apply.AppliedPlan.provenance`). Returns the
-    path."""
+    it ran (:meth:`ptyopt.reconstruction.apply.AppliedPlan.provenance`); ``truth_free``:
+    its scores without ground truth (:meth:`Reconstruction.truth_free_scores`). Returns
+    the path."""
     state, measurements = reconstruction.state, reconstruction.measurements
     if state is None:
         raise ValueError("the reconstruction has not been run")
@@ -64,11 +70,19 @@ def write_reconstruction(
         file.attrs["plan"] = json.dumps(reconstruction.plan_values, sort_keys=True)
         if applied is not None:
             file.attrs["applied"] = json.dumps(applied, sort_keys=True)
+        if truth_free is not None:
+            file.attrs["truth_free_scores"] = json.dumps(truth_free, sort_keys=True)
         file.create_dataset(
             "object", data=np.asarray(state.object), compression="gzip", compression_opts=1
         )
         file.create_dataset("probe", data=np.asarray(state.probe))
-        file.create_dataset("positions_A", data=np.asarray(state.positions_px, np.float64) * pixel)
+        positions = np.array(measurements.geometry.positions_px, np.float64)
+        if reconstruction.used is None:
+            positions = np.asarray(state.positions_px, np.float64)
+        else:
+            positions[reconstruction.used] = np.asarray(state.positions_px, np.float64)
+            file.create_dataset("held_out", data=reconstruction.held_out.astype(np.int64))
+        file.create_dataset("positions_A", data=positions * pixel)
         file.create_dataset("data_error", data=np.asarray(reconstruction.losses, np.float64))
     return path
 

@@ -324,6 +324,7 @@ def validate(values: DictConfig, study: bool = True) -> tuple[StudyConfig, dict]
         "out",
         f"must be a folder path or null, got {config.out!r}",
     )
+    _check_validation_fraction(config.objective)  # reconstruct holds out positions too
     if study:
         _validate_study(config, plan_values)
     return config, plan_values
@@ -412,8 +413,8 @@ def _validate_study(config: StudyConfig, plan_values: dict) -> None:
     )
 
 
-def _check_truth_free(o: ObjectiveSettings) -> None:
-    """The settings of the scores without ground truth against the objective's metrics."""
+def _check_validation_fraction(o: ObjectiveSettings) -> None:
+    """``objective.validation_fraction``: a share of the positions in [0, 0.5)."""
     fraction = o.validation_fraction
     _require(
         isinstance(fraction, (int, float))
@@ -422,8 +423,13 @@ def _check_truth_free(o: ObjectiveSettings) -> None:
         "objective.validation_fraction",
         f"must be a number with 0 <= f < 0.5 (the share of positions held out), got {fraction!r}",
     )
+
+
+def _check_truth_free(o: ObjectiveSettings) -> None:
+    """The settings of the scores without ground truth against the objective's metrics."""
+    _check_validation_fraction(o)
     _require(
-        "validation_error" not in o.metrics or fraction > 0,
+        "validation_error" not in o.metrics or o.validation_fraction > 0,
         "objective.validation_fraction",
         "objective validation_error needs held-out positions: set it > 0, e.g. 0.1",
     )
