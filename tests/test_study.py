@@ -553,3 +553,38 @@ def test_a_resume_that_changes_the_dataset_plan_or_objective_is_refused(home):
     assert len(optuna.load_study(study_name="same", storage=study._storage).trials) == 1
     more = composed("study.name=same", "study.n_trials=2", "plan.engines.0.iterations=2")
     assert len(run_study(*validate(more), progress=False).trials) == 2
+
+
+def test_compilation_is_left_out_of_the_seconds_a_trial_is_scored_on():
+    """Each engine's first iteration holds its compilation: its excess over the median of
+    that engine's other iterations is counted apart, and left out of every time up to
+    the iterations where it happened."""
+    from types import SimpleNamespace
+
+    from ptyopt.study.runner import IterationClock
+
+    clock = IterationClock()
+    done = 0
+    for first, rest in ((5.0, [1.0, 1.2, 0.8]), (3.0, [0.5, 0.5])):  # two engines
+        for index, seconds in enumerate([first, *rest]):
+            done += 1
+            state = SimpleNamespace(iterations_done=done)
+            clock(SimpleNamespace(loss=1.0, iteration=index, seconds=seconds, state=state))
+    assert clock.compile_s() == pytest.approx(4.0 + 2.5)
+    assert clock.compile_s(up_to=4) == pytest.approx(4.0)  # the second engine starts at 5
+    assert clock.compile_s(up_to=5) == pytest.approx(6.5)
+    assert clock.typical_s == pytest.approx(0.8)  # median of 1, 1.2, 0.8, 0.5, 0.5
+    assert len(clock.losses) == 7
+
+
+def test_a_trials_recorded_times_agree(home):
+    """The seconds a trial is scored on, its curve's last time and its reconstruction
+    time are one number, compilation (recorded apart) excluded."""
+    cfg = composed("study.name=clock", "study.n_trials=2", "plan.engines.0.iterations=4")
+    study = run_study(*validate(cfg), progress=False)
+    for trial in study.trials:
+        attrs = trial.user_attrs
+        assert attrs["metrics"]["seconds"] == pytest.approx(attrs["reconstruction_s"])
+        assert attrs["curve"]["seconds"][-1] == pytest.approx(attrs["reconstruction_s"])
+        assert attrs["compile_time_s"] >= 0 and all(s >= 0 for s in attrs["curve"]["seconds"])
+        assert attrs["wall_time_s"] >= attrs["reconstruction_s"] + attrs["compile_time_s"]

@@ -99,6 +99,7 @@ class ReconstructionFile:
     slice_thickness_A: float
     origin_A: tuple[float, float]
     plan: dict[str, Any]
+    truth_free_scores: dict[str, float]
     attrs: dict[str, Any]
 
 
@@ -115,5 +116,6 @@ def read_reconstruction(path: Path) -> ReconstructionFile:
             slice_thickness_A=float(attrs["slice_thickness_A"]),
             origin_A=tuple(float(v) for v in attrs["origin_A"]),
             plan=json.loads(attrs["plan"]),
+            truth_free_scores=json.loads(attrs.get("truth_free_scores", "{}")),
             attrs=attrs,
         )

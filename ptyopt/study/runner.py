@@ -212,6 +212,43 @@ class ConvergenceReporter:
 
 
 @dataclass
+class IterationClock:
+    """Observer: each iteration's wall time and data error, and the compilation hidden in
+    each engine's first iteration, estimated as its excess over the median of that
+    engine's other iterations (or of all others when it ran one). Compilation happens in
+    a process's first trial of each shape; later trials find it compiled (≈ 0)."""
+
+    losses: list[float] = field(default_factory=list)
+    #: per engine: (iterations done after its first iteration, that iteration's seconds)
+    firsts: list[tuple[int, float]] = field(default_factory=list)
+    others: list[list[float]] = field(default_factory=list)
+
+    def __call__(self, report: IterationReport) -> None:
+        self.losses.append(report.loss)
+        if report.iteration == 0:
+            self.firsts.append((report.state.iterations_done, report.seconds))
+            self.others.append([])
+        else:
+            self.others[-1].append(report.seconds)
+
+    @property
+    def typical_s(self) -> float:
+        """Median seconds per iteration of every engine's iterations after its first."""
+        every = [s for engine in self.others for s in engine]
+        return statistics.median(every) if every else 0.0
+
+    def compile_s(self, up_to: int | None = None) -> float:
+        """Compilation [s] in the first iterations of the engines that had started by
+        iteration ``up_to`` (iterations done; ``None``: the whole plan)."""
+        total = 0.0
+        for (done, first), others in zip(self.firsts, self.others, strict=True):
+            if up_to is None or done <= up_to:
+                typical = statistics.median(others) if others else self.typical_s
+                total += max(0.0, first - typical)
+        return total
+
+
+@dataclass
 class Workspace:
     """What every trial of one process shares. held_out: the positions (K,) of the scan
     that no update sees (empty: none); used: the others (``None`` when none is held
@@ -253,14 +290,7 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     used = work.used
     training = measurements if used is None else with_positions(measurements, used)
     microscope = measurements.microscope.plan_settings()
-    first_iterations: list[float] = []
-    other_iterations: list[float] = []
-
-    losses: list[float] = []
-
-    def timing(report: IterationReport) -> None:
-        (first_iterations if report.iteration == 0 else other_iterations).append(report.seconds)
-        losses.append(report.loss)
+    clock = IterationClock()
 
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
@@ -281,7 +311,7 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
         lambda state: work.scores(state, measurements),
     )
     try:
-        state = run_plan(plan, training, observers=[timing, reporter])
+        state = run_plan(plan, training, observers=[clock, reporter])
     except BaseException:  # pruned and diverged trials keep their curve and best so far
         trial.set_user_attr("curve", reporter.curve)
         if reporter.best is not None:
@@ -295,9 +325,17 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
         )
     final, best = reporter.latest, reporter.best  # the final iterate ends the curve
     # the final iterate's time is the whole reconstruction's, in its scores (which best
-    # shares when it is the final iterate) and at the end of the curve
+    # shares when it is the final iterate) and at the end of the curve; every time a
+    # trial is scored on leaves out the compilation (recorded as compile_time_s)
     final.scores["seconds"] = reconstruction_s
     reporter.curve["seconds"][-1] = reconstruction_s
+    curve = reporter.curve
+    curve["seconds"] = [
+        seconds - clock.compile_s(done)
+        for seconds, done in zip(curve["seconds"], curve["iteration"], strict=True)
+    ]
+    for scored in {id(final): final, id(best): best}.values():
+        scored.scores["seconds"] -= clock.compile_s(scored.iteration)
     for scored in {id(final): final, id(best): best}.values():  # one forward pass each
         scored.scores["training_error"] = amplitude_error(
             scored.state, training, scored.state.positions_px
@@ -308,8 +346,7 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
         trial.set_user_attr("split_frc_s", split.seconds)
         trial.set_user_attr("split_frc_halves", {"kind": split.kind, "positions": split.positions})
     trial.set_user_attr("curve", reporter.curve)
-    typical = statistics.median(other_iterations) if other_iterations else 0.0
-    compile_s = sum(max(0.0, first - typical) for first in first_iterations)
+    compile_s = clock.compile_s()
     resolved = {
         **OmegaConf.to_container(OmegaConf.structured(work.config)),
         "plan": trial_plan,
@@ -331,12 +368,12 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     )
     trial.set_user_attr("metrics", final.scores)
     trial.set_user_attr("best_iterate", best.as_user_attribute())
-    trial.set_user_attr("data_error", losses[-1])
+    trial.set_user_attr("data_error", clock.losses[-1])
     trial.set_user_attr("validation_positions", int(work.held_out.size))
-    trial.set_user_attr("reconstruction_s", reconstruction_s)
+    trial.set_user_attr("reconstruction_s", reconstruction_s - compile_s)
     trial.set_user_attr("intermediate_scoring_s", reporter.seconds)
     trial.set_user_attr("compile_time_s", compile_s)
-    trial.set_user_attr("seconds_per_iteration", typical)
+    trial.set_user_attr("seconds_per_iteration", clock.typical_s)
     trial.set_user_attr("wall_time_s", time.perf_counter() - started)
     return [chosen.scores[name] for name in objective.metrics]
 
