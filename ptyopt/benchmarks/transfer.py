@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -110,7 +111,7 @@ def run_workflow(work: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
         for plan, command in PLANS.items():
             if name == TWIN and BLIND_STUDY in command[-1]:
                 continue  # tuned on the experiment: for the experiment only
-            out = work / name / "_".join(plan.split()[:3])
+            out = work / name / re.sub(r"[^a-z]+", "_", plan).strip("_")
             _ptyopt(*command, HOLD_OUT, f"dataset_file={files[name]}", f"out={out}")
             result = read_reconstruction(out / "reconstruction.h5")
             scores = scores_against(result, dataset)
