@@ -6,6 +6,7 @@ reports/truth_free/correlations.csv and .md. Run from the project root after
 import pandas as pd
 
 from ptyopt.study.report.tables import markdown_table
+from ptyopt.study.report.truth_free import COLUMNS
 
 studies = {
     "truth_free_gradient": "gradient, quickstart (1 slice), 1e6",
@@ -20,20 +21,7 @@ for name, case in studies.items():
     t.insert(0, "study", name)
     rows.append(t)
 table = pd.concat(rows, ignore_index=True)
-cols = [
-    "study",
-    "case",
-    "objective",
-    "direction",
-    "spearman_nrmse",
-    "spearman_ssim",
-    "p_nrmse",
-    "p_ssim",
-    "agreement",
-    "nrmse_of_pick",
-    "best_nrmse",
-    "trials",
-]
+cols = ["study", "case", *COLUMNS]
 table = table[cols]
 table.to_csv("reports/truth_free/correlations.csv", index=False)
 wide = table.pivot(index="objective", columns="study", values="agreement")[list(studies)]
