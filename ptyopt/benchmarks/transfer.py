@@ -47,6 +47,7 @@ from ptyopt.data.cache import load_or_simulate
 from ptyopt.data.dataset import PtychoDataset
 from ptyopt.data.file import write_dataset
 from ptyopt.data.recipe import load_recipe
+from ptyopt.initial import Measurements
 from ptyopt.metrics import potential_on_fov
 from ptyopt.reconstruction import Reconstruction
 from ptyopt.reconstruction.file import ReconstructionFile, read_reconstruction
@@ -80,16 +81,10 @@ def _ptyopt(*arguments: str) -> str:
     return result.stdout
 
 
-def scores_against(reconstruction: ReconstructionFile, dataset: PtychoDataset) -> dict:
-    """The ground-truth scores of a reconstruction file against ``dataset``'s truth; the
-    geometry comes from the file's resolved plan, as the reconstruction had it."""
-    measurements = Reconstruction(dataset, reconstruction.plan).measurements
-    return score_metrics(reconstruction.object, dataset, measurements)
-
-
-def _field_phase(reconstruction: ReconstructionFile, dataset: PtychoDataset) -> np.ndarray:
-    fov = Reconstruction(dataset, reconstruction.plan).measurements.geometry.field_of_view()
-    return potential_on_fov(reconstruction.object, 1.0, fov).sum(axis=0)
+def measured_as(reconstruction: ReconstructionFile, dataset: PtychoDataset) -> Measurements:
+    """The measurements of ``dataset`` as the reconstruction file's resolved plan took
+    them (its geometry, the one its object is scored on)."""
+    return Reconstruction(dataset, reconstruction.plan).measurements
 
 
 def run_workflow(work: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -114,7 +109,8 @@ def run_workflow(work: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
             out = work / name / re.sub(r"[^a-z]+", "_", plan).strip("_")
             _ptyopt(*command, HOLD_OUT, f"dataset_file={files[name]}", f"out={out}")
             result = read_reconstruction(out / "reconstruction.h5")
-            scores = scores_against(result, dataset)
+            measurements = measured_as(result, dataset)
+            scores = score_metrics(result.object, dataset, measurements)
             applied = json.loads(result.attrs.get("applied", "{}")).get("params", {})
             rows.append(
                 {
@@ -131,7 +127,8 @@ def run_workflow(work: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
                 }
             )
             if name == EXPERIMENT:
-                phases[plan] = _field_phase(result, dataset)
+                fov = measurements.geometry.field_of_view()
+                phases[plan] = potential_on_fov(result.object, 1.0, fov).sum(axis=0)
     return pd.DataFrame(rows), phases
 
 
