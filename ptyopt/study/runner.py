@@ -44,8 +44,9 @@ from tqdm.auto import tqdm
 from ptyopt import metrics
 from ptyopt.data.dataset import PtychoDataset
 from ptyopt.data.file import DatasetFileError, read_dataset
+from ptyopt.data.recipe import MIN_ELECTRONS_PER_PATTERN
 from ptyopt.engines.common import DivergenceError, IterationReport, run_plan
-from ptyopt.errors import ConfigError
+from ptyopt.errors import ConfigError, warn
 from ptyopt.initial import (
     Measurements,
     ReconState,
@@ -550,6 +551,13 @@ def dataset_for(config: StudyConfig, progress: bool = True) -> tuple[PtychoDatas
         dataset = read_dataset(path)
     except DatasetFileError as err:
         raise DatasetFileError(f"dataset_file: {err}") from None
+    counts = float(np.mean(np.sum(dataset.patterns, axis=(-2, -1), dtype=np.float64)))
+    if counts < MIN_ELECTRONS_PER_PATTERN:
+        warn(
+            f"dataset_file: the patterns of {path} hold {counts:.3g} counts each on average "
+            f"(under {MIN_ELECTRONS_PER_PATTERN:g} electrons): most detector pixels count "
+            "nothing (are the patterns in electron counts?)"
+        )
     return dataset, path
 
 
