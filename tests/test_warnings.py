@@ -61,3 +61,62 @@ def test_a_dataset_file_of_few_counts_per_pattern_is_warned_of(capsys, tmp_path,
         assert len(lines) == warned
         if warned:
             assert "dataset_file" in lines[0] and "4 counts each" in lines[0]
+
+
+def _study_of(states: list[str], reasons: dict[int, str]):
+    import optuna
+
+    study = optuna.create_study(study_name="streak")
+    for number, state in enumerate(states):
+        trial = study.ask()
+        if number in reasons:
+            trial.set_user_attr("fail_reason", reasons[number])
+        if state == "C":
+            study.tell(trial, 1.0)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return study
+
+
+def test_a_study_whose_last_trials_failed_is_warned_of_once_with_the_reasons(capsys):
+    from ptyopt.study.runner import warn_of_failing_streak
+
+    diverged = "object diverged at iteration 3"
+    for states, warned in [("CFF", False), ("FFFC", False), ("CFFF", True), ("FFFFF", True)]:
+        reasons = {n: (diverged if n % 2 else "worker process 7 died") for n in range(5)}
+        warn_of_failing_streak(_study_of(list(states), reasons))
+        lines = _warnings(capsys.readouterr().err)
+        assert len(lines) == warned, (states, lines)
+    assert "last 5 finished trials all failed" in lines[0]
+    assert f"trials 1, 3: {diverged}" in lines[0]
+    assert "trials 0, 2, 4: worker process 7 died" in lines[0]
+
+
+def test_resuming_a_study_of_failed_trials_warns(tmp_path, monkeypatch, capsys):
+    """Three diverging SGD steps fail; resuming the spent study warns before it ends."""
+    from conftest import TINY_STUDY
+    from hydra import compose, initialize_config_dir
+
+    from ptyopt.paths import conf_dir
+    from ptyopt.study.runner import run_study
+    from ptyopt.study.settings import validate
+
+    monkeypatch.setenv("PTYOPT_HOME", str(tmp_path))
+    lr = "plan.engines.0.object_solver.learning_rate"
+    overrides = [
+        "study=quickstart",
+        *TINY_STUDY,
+        "study.name=failing",
+        "study.n_trials=3",
+        "pruner=none",
+        "plan.engines.0.object_solver.name=sgd",
+        f"study.baseline_trials=[{{{lr}: 1.0e12}}, {{{lr}: 2.0e12}}, {{{lr}: 3.0e12}}]",
+        f"study.search_space={{{lr}: {{type: float, low: 1.0e11, high: 1.0e12, log: true}}}}",
+    ]
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    run_study(*validate(cfg), progress=False)
+    assert not _warnings(capsys.readouterr().err)
+    run_study(*validate(cfg), progress=False)
+    (line,) = _warnings(capsys.readouterr().err)
+    assert "'failing': its last 3 finished trials all failed" in line and "diverged" in line

@@ -415,6 +415,39 @@ def open_study(
     return study
 
 
+#: A resumed study whose last this many finished trials all failed is warned about.
+FAIL_STREAK = 3
+
+
+def warn_of_failing_streak(study: optuna.Study) -> None:
+    """Warn, once, where the study's last :data:`FAIL_STREAK` or more finished trials
+    (in the order they finished) all failed, with their fail reasons: a resumed study
+    that would go on spending its budget on the same failure."""
+    finished = sorted(
+        (t for t in study.get_trials(deepcopy=False) if t.state.is_finished()),
+        key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number),
+    )
+    streak = []
+    for trial in reversed(finished):
+        if trial.state != State.FAIL:
+            break
+        streak.append(trial)
+    if len(streak) < FAIL_STREAK:
+        return
+    reasons: dict[str, list[int]] = {}
+    for trial in reversed(streak):
+        reason = trial.user_attrs.get("fail_reason", "no reason recorded")
+        reasons.setdefault(" ".join(str(reason).split()), []).append(trial.number)
+    warn(
+        f"study {study.study_name!r}: its last {len(streak)} finished trials all failed ("
+        + "; ".join(
+            f"trial{'s' if len(n) > 1 else ''} {', '.join(map(str, n))}: {reason}"
+            for reason, n in reasons.items()
+        )
+        + "); check the plan and search space before it spends more of its budget"
+    )
+
+
 def _counted(study: optuna.Study) -> int:
     """Trials that use up the budget: running, complete, pruned, and failed ones that
     were not retried (a retried failure's place goes to its retry)."""
@@ -609,6 +642,7 @@ def run_study(
         )
         study = open_study(config, sampler, pruner, folder, identity)
         record_run(study, overrides)
+    warn_of_failing_streak(study)
     held_out = held_out_positions(
         dataset.n_positions,
         config.objective.validation_fraction,
