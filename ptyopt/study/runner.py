@@ -38,7 +38,6 @@ import jax
 import numpy as np
 import optuna
 from omegaconf import OmegaConf
-from optuna.storages import RetryFailedTrialCallback
 from tqdm.auto import tqdm
 
 from ptyopt import metrics
@@ -57,7 +56,14 @@ from ptyopt.initial import (
 from ptyopt.paths import compilation_cache, project_root
 from ptyopt.plan import check_bandlimit, parse_plan
 from ptyopt.study.artifacts import trial_dir, write_trial
-from ptyopt.study.components import grid_size, make_pruner, make_sampler, make_storage, suggest
+from ptyopt.study.components import (
+    RetryTrial,
+    grid_size,
+    make_pruner,
+    make_sampler,
+    make_storage,
+    suggest,
+)
 from ptyopt.study.identity import check_identity, study_identity
 from ptyopt.study.publication import record_run
 from ptyopt.study.settings import (
@@ -487,9 +493,7 @@ def recover_dead_workers(study: optuna.Study, max_retry: int) -> list[int]:
             trial._trial_id, "fail_reason", f"worker process {pid} died during the trial"
         )
         study.tell(trial.number, state=State.FAIL)
-        RetryFailedTrialCallback(max_retry=max_retry)(
-            study, study._storage.get_trial(trial._trial_id)
-        )
+        RetryTrial(max_retry)(study, study._storage.get_trial(trial._trial_id))
         recovered.append(trial.number)
     return recovered
 
