@@ -41,3 +41,40 @@ def test_a_completed_retry_shows_no_failure():
     table, _ = trials_table(study)
     assert table["fail_reason"].tolist()[0] == "worker process 12 died during the trial"
     assert table["fail_reason"].isna().tolist() == [False, True]
+
+
+def _config(name: str, kind: str):
+    return OmegaConf.create(
+        {"study": {"name": name}, "storage": OmegaConf.structured(StorageSettings(kind=kind))}
+    )
+
+
+def test_report_and_apply_name_the_storage_a_study_is_kept_in(tmp_path, monkeypatch):
+    """``_load_study`` (report, apply) creates no storage; a study kept in the other
+    local storage is named with the option to add."""
+    import pytest
+
+    from ptyopt.__main__ import _load_study
+    from ptyopt.errors import ConfigError
+    from ptyopt.study.runner import study_dir
+
+    monkeypatch.setenv("PTYOPT_HOME", str(tmp_path))
+    for name, kind, other, file in [
+        ("in_db", "sqlite", "journal", "study.db"),
+        ("in_log", "journal", "sqlite", "journal.log"),
+    ]:
+        folder = study_dir(name)
+        optuna.create_study(
+            study_name=name, storage=make_storage(_config(name, kind).storage, folder)
+        )
+        assert _load_study(_config(name, kind), required=True).study_name == name
+        before = sorted(p.name for p in folder.iterdir())
+        with pytest.raises(ConfigError, match=f"stored in {folder / file}: add storage={kind}"):
+            _load_study(_config(name, other), required=True)
+        with pytest.raises(ConfigError):
+            _load_study(_config(name, other), required=False)
+        assert sorted(p.name for p in folder.iterdir()) == before
+    with pytest.raises(ConfigError, match="run it first"):
+        _load_study(_config("never_run", "journal"), required=True)
+    assert _load_study(_config("never_run", "sqlite"), required=False) is None
+    assert not study_dir("never_run").exists()
