@@ -37,7 +37,6 @@ from typing import Any
 import jax
 import numpy as np
 import optuna
-from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from ptyopt import metrics
@@ -55,7 +54,12 @@ from ptyopt.initial import (
 )
 from ptyopt.paths import compilation_cache, project_root
 from ptyopt.plan import check_bandlimit, parse_plan
-from ptyopt.study.artifacts import trial_dir, write_trial
+from ptyopt.study.artifacts import (
+    resolved_config,
+    trial_dir,
+    write_trial,
+    write_unfinished_trial,
+)
 from ptyopt.study.components import (
     RetryTrial,
     grid_size,
@@ -354,12 +358,7 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
         trial.set_user_attr("split_frc_halves", {"kind": split.kind, "positions": split.positions})
     trial.set_user_attr("curve", reporter.curve)
     compile_s = clock.compile_s()
-    resolved = {
-        **OmegaConf.to_container(OmegaConf.structured(work.config)),
-        "plan": trial_plan,
-        "params": params,
-        "microscope": microscope,
-    }
+    resolved = resolved_config(work.config, trial_plan, params, microscope)
     if objective.iterate == "best":
         chosen = best
         recorded = {"final": final.scores, "best_iterate": best.as_user_attribute()}
@@ -667,13 +666,14 @@ def run_study(
                 values = run_trial(trial, work)
         except optuna.TrialPruned:
             study.tell(trial, state=State.PRUNED)
+            _write_unfinished(work, trial, State.PRUNED)
         except KeyboardInterrupt:  # Ctrl-C: the trial is over, not left RUNNING
-            _fail(study, trial, "interrupted")
+            _fail(work, study, trial, "interrupted")
             raise
         except DivergenceError as err:
-            _fail(study, trial, str(err))
+            _fail(work, study, trial, str(err))
         except Exception as err:  # a trial's failure must not end the study
-            _fail(study, trial, f"{type(err).__name__}: {err}", traceback.format_exc(limit=3))
+            _fail(work, study, trial, f"{type(err).__name__}: {err}", traceback.format_exc(limit=3))
         else:
             study.tell(trial, values)
         bar.n = min(_counted(study), budget)
@@ -684,12 +684,28 @@ def run_study(
 
 
 def _fail(
-    study: optuna.Study, trial: optuna.Trial, reason: str, details: str | None = None
+    work: Workspace,
+    study: optuna.Study,
+    trial: optuna.Trial,
+    reason: str,
+    details: str | None = None,
 ) -> None:
     trial.set_user_attr("fail_reason", reason)
     if details:
         trial.set_user_attr("fail_traceback", details[-2000:])
     study.tell(trial, state=State.FAIL)
+    _write_unfinished(work, trial, State.FAIL)
+
+
+def _write_unfinished(work: Workspace, trial: optuna.Trial, state: State) -> None:
+    """The folder of a pruned or failed trial: what is known of it."""
+    write_unfinished_trial(
+        trial_dir(work.folder, trial.number),
+        work.config,
+        state.name,
+        trial.params,
+        trial.user_attrs,
+    )
 
 
 def _best_so_far(study: optuna.Study) -> dict[str, Any]:
