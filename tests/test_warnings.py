@@ -111,7 +111,7 @@ def test_resuming_a_study_of_failed_trials_warns(tmp_path, monkeypatch, capsys):
         "pruner=none",
         "plan.engines.0.object_solver.name=sgd",
         f"study.baseline_trials=[{{{lr}: 1.0e12}}, {{{lr}: 2.0e12}}, {{{lr}: 3.0e12}}]",
-        f"study.search_space={{{lr}: {{type: float, low: 1.0e11, high: 1.0e12, log: true}}}}",
+        f"study.search_space={{{lr}: {{type: float, low: 1.0e11, high: 3.0e12, log: true}}}}",
     ]
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
