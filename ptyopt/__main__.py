@@ -121,7 +121,8 @@ def _report(config, plan_values) -> None:
 
 def _load_study(config, required: bool):
     """The study's storage entry; ``None`` (or a ConfigError if ``required``) when it has not
-    been run."""
+    been run. Storage is never created: a study kept in the other local storage's file
+    (``journal.log``, ``study.db``) is a ConfigError naming the storage option to add."""
     import optuna
 
     from ptyopt.study.components import make_storage
@@ -129,7 +130,15 @@ def _load_study(config, required: bool):
 
     folder = study_dir(config.study.name)
     missing = f"study.name: no study {config.study.name!r} under {folder.parent}; run it first"
-    if not folder.exists() and config.storage.kind != "postgres":
+    kind = config.storage.kind
+    files = {"journal": folder / "journal.log", "sqlite": folder / "study.db"}
+    local = kind == "journal" or (kind == "sqlite" and not config.storage.url)
+    if local and not files[kind].exists():  # opening the storage would create it
+        for other, path in files.items():
+            if other != kind and path.exists():
+                raise ConfigError(
+                    f"storage: study {config.study.name!r} is stored in {path}: add storage={other}"
+                )
         if required:
             raise ConfigError(missing)
         return None

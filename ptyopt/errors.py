@@ -1,9 +1,11 @@
-"""Errors that ptyopt raises for bad input, each carrying a message fit for a user."""
+"""Errors that ptyopt raises for bad input, each carrying a message fit for a user, and
+the warnings it prints for legal input that is usually a mistake (:func:`warn`)."""
 
 from __future__ import annotations
 
 import difflib
 import re
+import sys
 
 
 class ConfigError(ValueError):
@@ -63,3 +65,9 @@ def hydra_message(err: Exception) -> str:
     if found := re.match(r"Could not delete from config\. '([^']+)' does not exist", str(err)):
         return f"{found.group(1)}: cannot delete it (~): there is no such key"
     return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
+def warn(message: str) -> None:
+    """Tell the user of something legal that is usually a mistake: one line on stderr,
+    ``ptyopt: warning: <message>``; the run goes on."""
+    print(f"ptyopt: warning: {' '.join(message.split())}", file=sys.stderr)

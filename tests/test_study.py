@@ -79,6 +79,14 @@ def test_in_process_study_prunes_fails_and_resumes(home):
         "metrics.json",
         "config.yaml",
     }
+    for number, state, key in [(1, "PRUNED", "pruned_at"), (2, "FAIL", "fail_reason")]:
+        unfinished = folder.parent / str(number)  # what is known of a pruned or failed trial
+        assert {p.name for p in unfinished.iterdir()} == {"metrics.json", "config.yaml"}
+        known = json.loads((unfinished / "metrics.json").read_text())
+        assert known["state"] == state and known[key] == study.trials[number].user_attrs[key]
+        assert known["curve"] == study.trials[number].user_attrs["curve"]
+        resolved = OmegaConf.load(unfinished / "config.yaml")
+        assert resolved.params == study.trials[number].params
 
     resumed = run_study(
         *validate(

@@ -20,7 +20,7 @@ from omegaconf import MISSING, OmegaConf
 from ptyopt import physics
 from ptyopt.data.dataset import DopantSite, Optics
 from ptyopt.data.structures import RMS_DISPLACEMENT_A, STRUCTURES, Specimen, build_specimen
-from ptyopt.errors import ConfigError
+from ptyopt.errors import ConfigError, warn
 from ptyopt.paths import conf_dir
 from ptyopt.schema import to_dataclass
 
@@ -153,6 +153,17 @@ class DatasetRecipe:
     nominal: NominalRecipe = field(default_factory=NominalRecipe)
 
 
+#: Fewer electrons per pattern than this [e] leave most detector pixels empty: legal
+#: (a low-dose study), usually a mistaken dose or step.
+MIN_ELECTRONS_PER_PATTERN = 10.0
+#: A scan wider than this many lateral cell edges (along y or x) is warned about. The
+#: ground truth is one periodic cell, tiled: positions beyond one cell edge scan copies
+#: of atoms already scanned (a dopant repeats in every copy), so a scan over several
+#: cells of a small specimen is usually a ``lateral_repeats`` too small. Up to twice
+#: the edge is left alone: a scan a little beyond one cell is common (``thick10``).
+MAX_SCAN_CELLS = 2.0
+
+
 def _require(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"dataset.{key}: {message}")
@@ -233,7 +244,35 @@ def validate_recipe(recipe: DatasetRecipe) -> DatasetRecipe:
     )
     _require(recipe.dose_e_per_A2 > 0, "dose_e_per_A2", f"must be > 0, got {recipe.dose_e_per_A2}")
     _validate_nominal(recipe.nominal)
+    _warn_unusual(recipe)
     return recipe
+
+
+def electrons_per_pattern(recipe: DatasetRecipe) -> float:
+    """Electrons in each pattern [e]: dose [e/Å²] × step² [Å²]."""
+    return recipe.dose_e_per_A2 * recipe.scan.step_A**2
+
+
+def _warn_unusual(recipe: DatasetRecipe) -> None:
+    """Warn (:func:`ptyopt.errors.warn`) of a dose under
+    :data:`MIN_ELECTRONS_PER_PATTERN` per pattern and of a scan wider than
+    :data:`MAX_SCAN_CELLS` cell edges."""
+    electrons = electrons_per_pattern(recipe)
+    if electrons < MIN_ELECTRONS_PER_PATTERN:
+        warn(
+            f"dataset.dose_e_per_A2: {recipe.dose_e_per_A2:g} e/Å² at a {recipe.scan.step_A:g} Å "
+            f"step leaves {electrons:.3g} electrons per pattern (under "
+            f"{MIN_ELECTRONS_PER_PATTERN:g}): most detector pixels will count nothing"
+        )
+    edge = specimen_of(recipe.structure).cell_edge_A
+    extent = max((n - 1) * recipe.scan.step_A for n in recipe.scan.shape)
+    if extent > MAX_SCAN_CELLS * edge:
+        warn(
+            f"dataset.scan: the scan spans {extent:.1f} Å, {extent / edge:.1f} × the "
+            f"{edge:.1f} Å lateral cell; the specimen is that cell repeated periodically, "
+            "so the scan covers copies of the same atoms: raise "
+            "dataset.structure.lateral_repeats for a larger specimen"
+        )
 
 
 def _validate_nominal(nominal: NominalRecipe) -> None:

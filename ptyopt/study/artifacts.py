@@ -10,6 +10,10 @@
   ``objective.iterate=best``, ``{"final": scores, "best_iterate": {"iteration": n,
   "metrics": scores}}``;
 - ``config.yaml``: the resolved configuration of the trial (plan with its parameters).
+
+A pruned or failed trial's folder holds ``config.yaml`` and a ``metrics.json`` of what
+is known (:func:`write_unfinished_trial`): ``state``, ``pruned_at`` or ``fail_reason``,
+the ``curve`` so far and the ``best_iterate`` so far, where recorded.
 """
 
 from __future__ import annotations
@@ -29,6 +33,40 @@ from ptyopt.initial import Measurements, ReconState
 def trial_dir(study_dir: Path, number: int) -> Path:
     """The folder of trial ``number`` of the study kept in ``study_dir``."""
     return Path(study_dir) / "trials" / str(number)
+
+
+def resolved_config(
+    config: Any, plan: Any, params: dict[str, Any], microscope: Any
+) -> dict[str, Any]:
+    """The resolved configuration of a trial: the study's ``config`` with the trial's
+    ``plan`` (its parameters applied), ``params`` and ``microscope`` settings."""
+    return {
+        **OmegaConf.to_container(OmegaConf.structured(config)),
+        "plan": plan,
+        "params": params,
+        "microscope": microscope,
+    }
+
+
+#: User attributes of an unfinished trial that its ``metrics.json`` records.
+UNFINISHED_ATTRS = ("pruned_at", "fail_reason", "curve", "best_iterate")
+
+
+def write_unfinished_trial(
+    folder: Path, config: Any, state: str, params: dict[str, Any], user_attrs: dict[str, Any]
+) -> None:
+    """Write what is known of a pruned or failed trial (``state`` ``PRUNED`` or ``FAIL``)
+    into ``folder``: ``config.yaml`` (the study's ``config`` with the trial's plan,
+    ``params`` and microscope settings from ``user_attrs``, where recorded) and
+    ``metrics.json`` (``state`` and the :data:`UNFINISHED_ATTRS` recorded)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    plan = user_attrs.get("plan")
+    resolved = resolved_config(config, plan, params, user_attrs.get("microscope"))
+    if plan is None:  # failed before its plan was made: the study's plan
+        resolved.pop("plan")
+    known = {"state": state, **{k: user_attrs[k] for k in UNFINISHED_ATTRS if k in user_attrs}}
+    (folder / "metrics.json").write_text(json.dumps(known, indent=2, sort_keys=True))
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
 
 
 def write_trial(

@@ -3,10 +3,12 @@ parameters a trial suggests from the search space."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -14,7 +16,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import numpy as np
 import optuna
 import sqlalchemy.exc
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from ptyopt.errors import ConfigError
@@ -150,6 +152,35 @@ def _with_password(url: str, variable: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+#: Optuna's retry of a failed trial (renamed in Optuna 4.9, the old name deprecated).
+_OPTUNA_RETRY = getattr(
+    optuna.storages, "RetryHeartbeatStaleTrialCallback", optuna.storages.RetryFailedTrialCallback
+)
+
+
+class RetryTrial:
+    """Retry a failed trial: Optuna's retry (a WAITING copy with the same parameters and
+    user attributes), the failure's ``fail_reason`` kept as ``retried_after`` (and its
+    ``fail_traceback`` left out), so that a retry that completes shows no failure."""
+
+    def __init__(self, max_retry: int) -> None:
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.8
+            warnings.filterwarnings(
+                "ignore",
+                message="RetryHeartbeatStaleTrialCallback is experimental",
+                category=optuna.exceptions.ExperimentalWarning,
+            )
+            self._retry = _OPTUNA_RETRY(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        attrs = {k: v for k, v in trial.user_attrs.items() if k != "fail_traceback"}
+        if "fail_reason" in attrs:
+            attrs["retried_after"] = attrs.pop("fail_reason")
+        failed = copy.deepcopy(trial)
+        failed.user_attrs = attrs
+        self._retry(study, failed)
+
+
 def make_storage(settings: StorageSettings, study_dir: Path) -> optuna.storages.BaseStorage:
     """Journal file (default), SQLite or PostgreSQL storage; RDB storages get heartbeats
     and retry failed trials. A journal's damaged last record is repaired first
@@ -164,14 +195,18 @@ def make_storage(settings: StorageSettings, study_dir: Path) -> optuna.storages.
         url = _with_password(url, settings.password_env)
     for attempt in range(_OPEN_ATTEMPTS):
         try:
-            return RDBStorage(
-                url,
-                heartbeat_interval=settings.heartbeat_interval_s,
-                grace_period=settings.grace_period_s,
-                heartbeat_stale_trial_callback=RetryFailedTrialCallback(
-                    max_retry=settings.max_retry
-                ),
-            )
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
+                warnings.filterwarnings(
+                    "ignore",
+                    message="Argument ``heartbeat_interval`` is an experimental feature",
+                    category=optuna.exceptions.ExperimentalWarning,
+                )
+                return RDBStorage(
+                    url,
+                    heartbeat_interval=settings.heartbeat_interval_s,
+                    grace_period=settings.grace_period_s,
+                    heartbeat_stale_trial_callback=RetryTrial(settings.max_retry),
+                )
         except ImportError:
             raise ConfigError(
                 f"storage.kind: {settings.kind} storage needs its database driver; "

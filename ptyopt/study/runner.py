@@ -37,15 +37,14 @@ from typing import Any
 import jax
 import numpy as np
 import optuna
-from omegaconf import OmegaConf
-from optuna.storages import RetryFailedTrialCallback
 from tqdm.auto import tqdm
 
 from ptyopt import metrics
 from ptyopt.data.dataset import PtychoDataset
 from ptyopt.data.file import DatasetFileError, read_dataset
+from ptyopt.data.recipe import MIN_ELECTRONS_PER_PATTERN
 from ptyopt.engines.common import DivergenceError, IterationReport, run_plan
-from ptyopt.errors import ConfigError
+from ptyopt.errors import ConfigError, warn
 from ptyopt.initial import (
     Measurements,
     ReconState,
@@ -55,8 +54,20 @@ from ptyopt.initial import (
 )
 from ptyopt.paths import compilation_cache, project_root
 from ptyopt.plan import check_bandlimit, parse_plan
-from ptyopt.study.artifacts import trial_dir, write_trial
-from ptyopt.study.components import grid_size, make_pruner, make_sampler, make_storage, suggest
+from ptyopt.study.artifacts import (
+    resolved_config,
+    trial_dir,
+    write_trial,
+    write_unfinished_trial,
+)
+from ptyopt.study.components import (
+    RetryTrial,
+    grid_size,
+    make_pruner,
+    make_sampler,
+    make_storage,
+    suggest,
+)
 from ptyopt.study.identity import check_identity, study_identity
 from ptyopt.study.publication import record_run
 from ptyopt.study.settings import (
@@ -347,12 +358,7 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
         trial.set_user_attr("split_frc_halves", {"kind": split.kind, "positions": split.positions})
     trial.set_user_attr("curve", reporter.curve)
     compile_s = clock.compile_s()
-    resolved = {
-        **OmegaConf.to_container(OmegaConf.structured(work.config)),
-        "plan": trial_plan,
-        "params": params,
-        "microscope": microscope,
-    }
+    resolved = resolved_config(work.config, trial_plan, params, microscope)
     if objective.iterate == "best":
         chosen = best
         recorded = {"final": final.scores, "best_iterate": best.as_user_attribute()}
@@ -414,6 +420,39 @@ def open_study(
     return study
 
 
+#: A resumed study whose last this many finished trials all failed is warned about.
+FAIL_STREAK = 3
+
+
+def warn_of_failing_streak(study: optuna.Study) -> None:
+    """Warn, once, where the study's last :data:`FAIL_STREAK` or more finished trials
+    (in the order they finished) all failed, with their fail reasons: a resumed study
+    that would go on spending its budget on the same failure."""
+    finished = sorted(
+        (t for t in study.get_trials(deepcopy=False) if t.state.is_finished()),
+        key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number),
+    )
+    streak = []
+    for trial in reversed(finished):
+        if trial.state != State.FAIL:
+            break
+        streak.append(trial)
+    if len(streak) < FAIL_STREAK:
+        return
+    reasons: dict[str, list[int]] = {}
+    for trial in reversed(streak):
+        reason = trial.user_attrs.get("fail_reason", "no reason recorded")
+        reasons.setdefault(" ".join(str(reason).split()), []).append(trial.number)
+    warn(
+        f"study {study.study_name!r}: its last {len(streak)} finished trials all failed ("
+        + "; ".join(
+            f"trial{'s' if len(n) > 1 else ''} {', '.join(map(str, n))}: {reason}"
+            for reason, n in reasons.items()
+        )
+        + "); check the plan and search space before it spends more of its budget"
+    )
+
+
 def _counted(study: optuna.Study) -> int:
     """Trials that use up the budget: running, complete, pruned, and failed ones that
     were not retried (a retried failure's place goes to its retry)."""
@@ -453,9 +492,7 @@ def recover_dead_workers(study: optuna.Study, max_retry: int) -> list[int]:
             trial._trial_id, "fail_reason", f"worker process {pid} died during the trial"
         )
         study.tell(trial.number, state=State.FAIL)
-        RetryFailedTrialCallback(max_retry=max_retry)(
-            study, study._storage.get_trial(trial._trial_id)
-        )
+        RetryTrial(max_retry)(study, study._storage.get_trial(trial._trial_id))
         recovered.append(trial.number)
     return recovered
 
@@ -550,6 +587,13 @@ def dataset_for(config: StudyConfig, progress: bool = True) -> tuple[PtychoDatas
         dataset = read_dataset(path)
     except DatasetFileError as err:
         raise DatasetFileError(f"dataset_file: {err}") from None
+    counts = float(np.mean(np.sum(dataset.patterns, axis=(-2, -1), dtype=np.float64)))
+    if counts < MIN_ELECTRONS_PER_PATTERN:
+        warn(
+            f"dataset_file: the patterns of {path} hold {counts:.3g} counts each on average "
+            f"(under {MIN_ELECTRONS_PER_PATTERN:g} electrons): most detector pixels count "
+            "nothing (are the patterns in electron counts?)"
+        )
     return dataset, path
 
 
@@ -601,6 +645,7 @@ def run_study(
         )
         study = open_study(config, sampler, pruner, folder, identity)
         record_run(study, overrides)
+    warn_of_failing_streak(study)
     held_out = held_out_positions(
         dataset.n_positions,
         config.objective.validation_fraction,
@@ -621,13 +666,14 @@ def run_study(
                 values = run_trial(trial, work)
         except optuna.TrialPruned:
             study.tell(trial, state=State.PRUNED)
+            _write_unfinished(work, trial, State.PRUNED)
         except KeyboardInterrupt:  # Ctrl-C: the trial is over, not left RUNNING
-            _fail(study, trial, "interrupted")
+            _fail(work, study, trial, "interrupted")
             raise
         except DivergenceError as err:
-            _fail(study, trial, str(err))
+            _fail(work, study, trial, str(err))
         except Exception as err:  # a trial's failure must not end the study
-            _fail(study, trial, f"{type(err).__name__}: {err}", traceback.format_exc(limit=3))
+            _fail(work, study, trial, f"{type(err).__name__}: {err}", traceback.format_exc(limit=3))
         else:
             study.tell(trial, values)
         bar.n = min(_counted(study), budget)
@@ -638,12 +684,28 @@ def run_study(
 
 
 def _fail(
-    study: optuna.Study, trial: optuna.Trial, reason: str, details: str | None = None
+    work: Workspace,
+    study: optuna.Study,
+    trial: optuna.Trial,
+    reason: str,
+    details: str | None = None,
 ) -> None:
     trial.set_user_attr("fail_reason", reason)
     if details:
         trial.set_user_attr("fail_traceback", details[-2000:])
     study.tell(trial, state=State.FAIL)
+    _write_unfinished(work, trial, State.FAIL)
+
+
+def _write_unfinished(work: Workspace, trial: optuna.Trial, state: State) -> None:
+    """The folder of a pruned or failed trial: what is known of it."""
+    write_unfinished_trial(
+        trial_dir(work.folder, trial.number),
+        work.config,
+        state.name,
+        trial.params,
+        trial.user_attrs,
+    )
 
 
 def _best_so_far(study: optuna.Study) -> dict[str, Any]:

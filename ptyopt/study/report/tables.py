@@ -2,7 +2,7 @@
 row per trial with its number, state, objective values, parameters under short unique
 names, the final iterate's scores (``metrics`` user attribute), the best iterate's
 iteration and scores (``best_iteration``, ``best_<metric>``), timings, host,
-``fail_reason`` / ``pruned_at``."""
+``fail_reason`` (failed trials only) / ``pruned_at``."""
 
 from __future__ import annotations
 
@@ -116,6 +116,8 @@ def _row(trial: FrozenTrial, columns: Columns) -> dict[str, Any]:
         row[BEST_ITERATION] = best_iteration
     row.update({column: best.get(key) for key, column in columns.best.items()})
     row.update({attr: trial.user_attrs.get(attr) for attr in ATTR_COLUMNS})
+    if trial.state != optuna.trial.TrialState.FAIL:  # a retry recorded before retried_after
+        row["fail_reason"] = None
     return row
 
 
