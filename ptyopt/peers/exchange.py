@@ -1,0 +1,46 @@
+"""The file exchange between ptyopt and a peer's worker process: named values in one
+``.npz`` file, arrays as arrays and everything else as JSON.
+
+Imports only NumPy and the standard library: worker scripts, which run in a peer's
+own environment without ptyopt, import it as a sibling module (``import exchange``
+after putting this folder on ``sys.path``)."""
+
+from __future__ import annotations
+
+import json
+import resource
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_JSON_NAMES = "__json__"
+
+
+def save(path: str | Path, values: dict[str, Any]) -> None:
+    """Write ``values`` to ``path``: NumPy arrays and numbers as arrays; dicts, lists,
+    strings, booleans and ``None`` as JSON (0-d string arrays listed in ``__json__``)."""
+    encoded, as_json = {}, []
+    for name, value in values.items():
+        if isinstance(value, (dict, list, tuple, str, bool)) or value is None:
+            encoded[name] = np.array(json.dumps(value))
+            as_json.append(name)
+        else:
+            encoded[name] = np.asarray(value)
+    encoded[_JSON_NAMES] = np.array(json.dumps(as_json))
+    np.savez(path, **encoded)
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """The values :func:`save` wrote to ``path``."""
+    with np.load(path, allow_pickle=False) as saved:
+        values = {name: saved[name] for name in saved.files}
+    as_json = json.loads(str(values.pop(_JSON_NAMES, np.array("[]"))))
+    return {
+        name: json.loads(str(value)) if name in as_json else value for name, value in values.items()
+    }
+
+
+def peak_rss_MB() -> float:
+    """This process's peak resident memory so far [MiB] (Linux ``ru_maxrss`` is KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
