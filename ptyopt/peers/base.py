@@ -20,6 +20,7 @@ import numpy as np
 
 from ptyopt import paths
 from ptyopt.errors import ConfigError
+from ptyopt.initial import Geometry
 from ptyopt.peers import exchange
 
 #: Engine families a peer plan may name (ptyopt's engine kinds).
@@ -160,3 +161,45 @@ def run_worker(
 def worker_path(package: str) -> Path:
     """The worker script of ``package``: ``ptyopt/peers/<package>_worker.py``."""
     return Path(__file__).with_name(f"{package}_worker.py")
+
+
+def on_ptyopt_grid(
+    object_slices: np.ndarray,
+    peer_positions_px: np.ndarray,
+    geometry: Geometry,
+    tolerance_px: float = 0.01,
+) -> np.ndarray:
+    """A peer's object (S, h, w) complex, in which the dataset's probe centres lie at
+    ``peer_positions_px`` (n, 2) (y, x) [peer object px, same pixel size as ours],
+    translated onto ptyopt's grid ``geometry`` (S, H, W), where they lie at
+    ``geometry.positions_px``: pixel p of the result is the peer's pixel
+    p − (ours − theirs), the fractional part applied as a Fourier shift; pixels
+    outside the peer's object are 1 (vacuum). Raises :class:`PeerRunError` when the
+    two sets of centres differ by more than a translation (``tolerance_px``), i.e. a
+    convention (axis order, sign, scale) is mapped wrongly."""
+    offsets = np.asarray(geometry.positions_px, float) - np.asarray(peer_positions_px, float)
+    shift = offsets.mean(axis=0)
+    spread = float(np.abs(offsets - shift).max())
+    if spread > tolerance_px:
+        raise PeerRunError(
+            f"peer probe centres are not a translation of ours (spread {spread:.3g} px): "
+            "axis order, sign or scale of the positions is mapped wrongly"
+        )
+    whole = np.floor(shift).astype(int)
+    fraction = shift - whole
+    slices = np.asarray(object_slices)
+    h, w = slices.shape[-2:]
+    ky = np.fft.fftfreq(h)[:, None]
+    kx = np.fft.fftfreq(w)[None, :]
+    ramp = np.exp(-2j * np.pi * (ky * fraction[0] + kx * fraction[1]))
+    shifted = np.fft.ifft2(np.fft.fft2(slices) * ramp)
+    placed = np.ones((slices.shape[0], *geometry.shape), dtype=np.complex64)
+    # peer pixel q lands on ours at q + whole; keep the overlap
+    y0, x0 = max(whole[0], 0), max(whole[1], 0)
+    y1, x1 = min(whole[0] + h, geometry.shape[0]), min(whole[1] + w, geometry.shape[1])
+    if y1 <= y0 or x1 <= x0:
+        raise PeerRunError("the peer's object does not overlap ptyopt's object grid")
+    placed[:, y0:y1, x0:x1] = shifted[
+        :, y0 - whole[0] : y1 - whole[0], x0 - whole[1] : x1 - whole[1]
+    ]
+    return placed

@@ -1,0 +1,68 @@
+"""The peers' shared base: plan validation, the worker file exchange, and placing a
+peer's object on ptyopt's grid (checked against band-limited interpolation)."""
+
+import numpy as np
+import pytest
+
+from ptyopt.errors import ConfigError
+from ptyopt.initial import Geometry
+from ptyopt.peers import exchange
+from ptyopt.peers.base import PeerPlan, PeerRunError, on_ptyopt_grid
+
+
+def _band_limited_object(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    spectrum = np.zeros(shape, complex)
+    spectrum[:4, :4] = rng.normal(size=(4, 4)) + 1j * rng.normal(size=(4, 4))
+    return np.fft.ifft2(spectrum) * shape[0] * shape[1] / 8 + 1
+
+
+def _interpolated(image: np.ndarray, point: np.ndarray) -> complex:
+    """The band-limited image's value at a fractional pixel (y, x)."""
+    h, w = image.shape
+    ky, kx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
+    phase = np.exp(2j * np.pi * (ky * point[0] + kx * point[1]))
+    return complex((np.fft.fft2(image) * phase).sum() / (h * w))
+
+
+@pytest.mark.parametrize("shift", [(7.3, -2.6), (-3.0, 11.0), (0.49, 0.51)])
+def test_peer_object_lands_where_its_probe_centres_are_ours(shift):
+    peer = _band_limited_object((41, 46))
+    peer_positions = np.array([[10.0, 12.0], [20.0, 25.0], [15.3, 18.1]])
+    ours = Geometry(peer_positions + shift, np.zeros(2), (53, 50), (16, 16))
+    placed = on_ptyopt_grid(peer[None], peer_positions, ours)
+    assert placed.shape == (1, 53, 50)
+    for p in ([20, 20], [25, 30], [14, 17]):
+        expected = _interpolated(peer, np.array(p) - np.array(shift))
+        assert abs(placed[0, p[0], p[1]] - expected) < 1e-5
+    assert placed[0, 52, 0] == 1  # outside the peer's object: vacuum
+
+
+def test_positions_that_are_not_a_translation_are_a_convention_error():
+    peer_positions = np.array([[10.0, 12.0], [20.0, 25.0], [15.0, 18.0]])
+    swapped = Geometry(peer_positions[:, ::-1].copy(), np.zeros(2), (40, 40), (16, 16))
+    with pytest.raises(PeerRunError, match="not a translation"):
+        on_ptyopt_grid(np.ones((1, 40, 40), complex), peer_positions, swapped)
+
+
+def test_exchange_round_trips_arrays_and_settings(tmp_path):
+    values = {"patterns": np.arange(6.0).reshape(2, 3), "settings": {"beta": 0.5}, "name": "x"}
+    exchange.save(tmp_path / "v.npz", values)
+    loaded = exchange.load(tmp_path / "v.npz")
+    np.testing.assert_array_equal(loaded["patterns"], values["patterns"])
+    assert loaded["settings"] == {"beta": 0.5} and loaded["name"] == "x"
+
+
+@pytest.mark.parametrize(
+    "changes, key",
+    [
+        ({"engine": "dm"}, "engine"),
+        ({"group_size": 0}, "group_size"),
+        ({"step": {"beta_object": -1}}, "beta_object"),
+        ({"noise_model": "x"}, "noise_model"),
+    ],
+)
+def test_impossible_peer_plans_are_refused_naming_the_key(changes, key):
+    plan = {"engine": "lsqml", "iterations": 2, "group_size": 4, **changes}
+    with pytest.raises(ConfigError, match=key):
+        PeerPlan(**plan)
