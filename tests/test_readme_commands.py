@@ -32,8 +32,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 # The quickstart-sized recipes shrunk to 8×8 positions, 48 px and 1 phonon configuration.
 TINY_DATASET = tuple(o for o in TINY_STUDY if o.startswith("dataset."))
-# ... on 64 px for a 30 mrad aperture, which 48 px would cut with the propagators' band limit
-TINY_DATASET_30MRAD = (*TINY_DATASET, "dataset.detector.pixels=64")
+# ... on 64 px (a 30 mrad aperture, or bench's bin 2), which 48 px would cut with the
+# propagators' band limit
+TINY_DATASET_64PX = (*TINY_DATASET, "dataset.detector.pixels=64")
 ONE_ITERATION = ("plan.engines.0.iterations=1",)
 ONE_TRIAL = ("study.n_trials=1", "study.score_every=1")
 
@@ -100,15 +101,15 @@ RUNS: dict[str, Run] = {
     "python -m ptyopt apply study=transfer dataset_file=mine.h5 out=runs/tuned": Run(
         after=(IMPORT_NPY, TRANSFER)
     ),
-    "python -m ptyopt simulate dataset=bench": Run(TINY_DATASET),
+    "python -m ptyopt simulate dataset=bench": Run(TINY_DATASET_64PX),
     "python -m ptyopt reconstruct engine=multislice dataset=bench": Run(
-        (*TINY_DATASET, *ONE_ITERATION, "plan.engines.1.iterations=1")
+        (*TINY_DATASET_64PX, *ONE_ITERATION, "plan.engines.1.iterations=1")
     ),
     "python -m ptyopt reconstruct engine=<plan> dataset=<name>": Run(
         (*TINY_DATASET, *ONE_ITERATION),
         words="python -m ptyopt reconstruct engine=lsqml dataset=quickstart",
     ),
-    "python -m ptyopt simulate study=lsqml_bench": Run(TINY_DATASET),
+    "python -m ptyopt simulate study=lsqml_bench": Run(TINY_DATASET_64PX),
     STUDY_TEMPLATE: Run(
         (*TINY_DATASET, *ONE_ITERATION, *ONE_TRIAL), words="python -m ptyopt study=quickstart"
     ),
@@ -118,14 +119,14 @@ RUNS: dict[str, Run] = {
     "python -m ptyopt report study=<name>": Run(
         words="python -m ptyopt report study=quickstart", after=(STUDY_TEMPLATE,)
     ),
-    "python -m ptyopt study=calibration": Run((*TINY_DATASET_30MRAD, *ONE_ITERATION, *ONE_TRIAL)),
+    "python -m ptyopt study=calibration": Run((*TINY_DATASET_64PX, *ONE_ITERATION, *ONE_TRIAL)),
     "python -m ptyopt study=engine_comparison study.n_trials=4": Run(
         (*TINY_DATASET, *ONE_ITERATION, *ONE_TRIAL)
     ),
 }
 # What the commands above need first, run the same way.
 PREREQUISITES: dict[str, Run] = {
-    TRANSFER: Run((*TINY_DATASET_30MRAD, *ONE_TRIAL, "study.baseline_trials=[]")),
+    TRANSFER: Run((*TINY_DATASET_64PX, *ONE_TRIAL, "study.baseline_trials=[]")),
 }
 
 # README commands not run here, each with the reason.
