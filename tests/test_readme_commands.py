@@ -37,6 +37,15 @@ TINY_DATASET = tuple(o for o in TINY_STUDY if o.startswith("dataset."))
 TINY_DATASET_64PX = (*TINY_DATASET, "dataset.detector.pixels=64")
 ONE_ITERATION = ("plan.engines.0.iterations=1",)
 ONE_TRIAL = ("study.n_trials=1", "study.score_every=1")
+# engine_comparison's arms but one per engine, on both datasets (the 12 arms take minutes)
+THREE_ARMS = tuple(
+    f"~study.arms.{engine}-{dataset}"
+    for engine, dataset in [
+        *(("epie", d) for d in ("thin", "thick-1e5", "thick-1e6")),
+        *(("lsqml", d) for d in ("thin", "thick-1e4", "thick-1e5")),
+        *(("gradient", d) for d in ("thick-1e4", "thick-1e5", "thick-1e6")),
+    ]
+)
 
 
 def readme_commands(text: str) -> list[str]:
@@ -121,7 +130,7 @@ RUNS: dict[str, Run] = {
     ),
     "python -m ptyopt study=calibration": Run((*TINY_DATASET_64PX, *ONE_ITERATION, *ONE_TRIAL)),
     "python -m ptyopt study=engine_comparison study.n_trials=4": Run(
-        (*TINY_DATASET, *ONE_ITERATION, *ONE_TRIAL)
+        (*TINY_DATASET, *ONE_ITERATION, *ONE_TRIAL, *THREE_ARMS)
     ),
 }
 # What the commands above need first, run the same way.
