@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench-forward bench-engines transfer clean-cache
+.PHONY: run test bench-forward bench-engines bench-scale transfer clean-cache
 
 run: $(STAMP)
 	$(BIN)/python -m ptyopt study=quickstart
@@ -21,6 +21,9 @@ bench-forward: $(STAMP)
 
 bench-engines: $(STAMP)
 	$(BIN)/python -m ptyopt.benchmarks.engines
+
+bench-scale: $(STAMP)
+	$(BIN)/python -m ptyopt.benchmarks.scale
 
 transfer: $(STAMP)
 	$(BIN)/python -m ptyopt.benchmarks.transfer

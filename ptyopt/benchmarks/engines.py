@@ -57,17 +57,33 @@ def _rss_MB() -> float:
 def measure_case(
     engine: str, group: int, slices: int, modes: int, iterations: int
 ) -> dict[str, float]:
-    """Time one engine case in this process (see module docstring)."""
+    """Time one engine case on the bench dataset in this process (module docstring)."""
     import jax
 
     jax.config.update("jax_enable_compilation_cache", False)
     from ptyopt.data.cache import load_or_simulate
-    from ptyopt.engines.common import ENGINE_MODULES, prepare_state
-    from ptyopt.grouping import Grouper
-    from ptyopt.initial import initial_state, measurements_from
-    from ptyopt.plan import parse_plan
+    from ptyopt.initial import measurements_from
 
     measurements = measurements_from(load_or_simulate("bench", progress=False))
+    return time_iterations(measurements, engine, group, slices, modes, iterations)
+
+
+def time_iterations(
+    measurements, engine: str, group: int, slices: int, modes: int, iterations: int
+) -> dict[str, float]:
+    """Run ``engine`` (:data:`ENGINE_DEFAULTS`, probe refined from the start) on
+    ``measurements`` (:class:`ptyopt.initial.Measurements`) with groups of ``group``,
+    ``slices`` slices and ``modes`` probe modes for 1 + ``iterations`` iterations in
+    this process. Returns compile_s (first iteration minus s_per_iter), s_per_iter (the
+    median of the timed iterations) [s], positions_per_s, peak_rss_MB (the process's
+    maximum resident memory) and rss_growth_MB (its growth since the call) [MiB]."""
+    import jax
+
+    from ptyopt.engines.common import ENGINE_MODULES, prepare_state
+    from ptyopt.grouping import Grouper
+    from ptyopt.initial import initial_state
+    from ptyopt.plan import parse_plan
+
     settings = parse_plan(
         {
             "engines": [

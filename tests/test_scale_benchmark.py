@@ -1,0 +1,31 @@
+"""The scale benchmark's pieces: its synthetic data carry the stated dose, and its
+growth exponents are those of a known power law."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ptyopt.benchmarks import scale
+
+
+def test_synthetic_patterns_hold_the_dose_per_scan_step():
+    measurements, megabytes = scale.synthetic_measurements(side=5, pixels=48, slices=3)
+    counts = np.asarray(measurements.patterns).sum(axis=(-2, -1))
+    expected = scale.DOSE_E_PER_A2 * scale.STEP_A**2  # electrons per position
+    # the probe's whole power falls on the detector (its aperture lies well inside)
+    assert counts.mean() == pytest.approx(expected, rel=0.01)
+    assert counts.std() > 0  # Poisson noise and a scattering object
+    assert measurements.patterns.shape == (25, 48, 48)
+    assert megabytes == pytest.approx(25 * 48 * 48 * 4 / 2**20)
+    assert measurements.microscope.slices == 3
+
+
+def test_growth_exponents_recover_a_power_law():
+    base = {"positions": 1024, "pixels": 128, "slices": 6, "modes": 1}
+    rows = [{"engine": "lsqml", "set": "scaling", **base, "s_per_iter": 2.0}]
+    for positions in (256, 4096):  # time ∝ positions
+        rows.append({**rows[0], "positions": positions, "s_per_iter": 2.0 * positions / 1024})
+    for pixels in (64, 256):  # time ∝ pixels^2.2
+        rows.append({**rows[0], "pixels": pixels, "s_per_iter": 2.0 * (pixels / 128) ** 2.2})
+    lines = scale.growth_lines(pd.DataFrame(rows))
+    assert lines[-1] == "| lsqml | 1.00 | 2.20 | – | – |"
