@@ -80,21 +80,31 @@ def write_trial(
     """Write the three artifacts of a finished trial into ``folder``: ``state`` (the
     iterate the trial's values come from) and ``metrics`` as they go into the files."""
     folder.mkdir(parents=True, exist_ok=True)
-    fov = measurements.geometry.field_of_view(2)
     with h5py.File(folder / "reconstruction.h5", "w") as file:
         file.create_dataset(
             "object", data=np.asarray(state.object), compression="gzip", compression_opts=1
         )
         file.create_dataset("probe", data=np.asarray(state.probe))
         file.create_dataset("positions_px", data=np.asarray(state.positions_px))
-        file.attrs["origin_px"] = np.asarray(measurements.geometry.origin_px, np.float64)
-        file.attrs["field_of_view"] = np.array(
-            [fov[0].start, fov[0].stop, fov[1].start, fov[1].stop]
-        )
-        file.attrs["pixel_size_A"] = measurements.pixel_size_A
+        write_frame(file, measurements, dataset_path)
         file.attrs["slice_thicknesses_A"] = np.asarray(state.slice_thicknesses_A)
-        file.attrs["dataset_path"] = str(dataset_path)
         file.attrs["iterations_done"] = state.iterations_done
+    write_metadata(folder, metrics, config)
+
+
+def write_frame(file: h5py.File, measurements: Measurements, dataset_path: Path) -> None:
+    """The attributes that place a trial's object on the dataset: ``origin_px``,
+    ``field_of_view`` (the scored pixels: y0, y1, x0, x1), ``pixel_size_A`` [Å] and
+    ``dataset_path``."""
+    fov = measurements.geometry.field_of_view(2)
+    file.attrs["origin_px"] = np.asarray(measurements.geometry.origin_px, np.float64)
+    file.attrs["field_of_view"] = np.array([fov[0].start, fov[0].stop, fov[1].start, fov[1].stop])
+    file.attrs["pixel_size_A"] = measurements.pixel_size_A
+    file.attrs["dataset_path"] = str(dataset_path)
+
+
+def write_metadata(folder: Path, metrics: dict[str, Any], config: Any) -> None:
+    """A finished trial's ``metrics.json`` and ``config.yaml`` (its resolved config)."""
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (folder / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
 

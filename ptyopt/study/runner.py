@@ -53,6 +53,8 @@ from ptyopt.initial import (
     with_positions,
 )
 from ptyopt.paths import compilation_cache, project_root
+from ptyopt.peers.base import PeerPlan
+from ptyopt.peers.study import check_runnable, run_peer_trial
 from ptyopt.plan import check_bandlimit, parse_plan
 from ptyopt.study.artifacts import (
     resolved_config,
@@ -610,7 +612,10 @@ def run_study(
     check_writable(folder)
     enable_compilation_cache()
     plan = plan_with(plan_values, {})
-    max_iterations = sum(engine.iterations for engine in plan.engines)
+    peer = isinstance(plan, PeerPlan)
+    if peer:
+        check_runnable(plan_values["peer"]["package"])
+    max_iterations = plan.iterations if peer else sum(e.iterations for e in plan.engines)
     sampler = make_sampler(
         config.sampler, config.study.search_space, config.study.seed, config.study.seed
     )
@@ -623,8 +628,9 @@ def run_study(
             f"has none; choose metrics from {list(TRUTH_FREE_METRICS)}"
         )
     measurements = measurements_from(dataset)
-    planned = with_plan(measurements, plan)  # thickness and scan checked before any trial
-    check_bandlimit(plan.bandlimit, planned.nyquist_angle_mrad, planned.semiangle_mrad)
+    if not peer:
+        planned = with_plan(measurements, plan)  # thickness and scan checked before any trial
+        check_bandlimit(plan.bandlimit, planned.nyquist_angle_mrad, planned.semiangle_mrad)
     depth = [m for m in config.objective.metrics if m in metrics.DEPTH_SCALARS]
     if depth and dataset.ground_truth.dopants is None:
         raise ConfigError(
@@ -663,7 +669,7 @@ def run_study(
     while (trial := _ask_within_budget(study, config, folder)) is not None:
         try:
             with heartbeat(study, trial):
-                values = run_trial(trial, work)
+                values = (run_peer_trial if peer else run_trial)(trial, work)
         except optuna.TrialPruned:
             study.tell(trial, state=State.PRUNED)
             _write_unfinished(work, trial, State.PRUNED)

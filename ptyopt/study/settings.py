@@ -26,6 +26,9 @@ from ptyopt.data.recipe import (
     recipe_sampling,
 )
 from ptyopt.errors import ConfigError, UnknownKeyError
+from ptyopt.peers.base import PeerPlan
+from ptyopt.peers.study import check_study as check_peer_study
+from ptyopt.peers.study import is_peer_plan, parse_peer_plan
 from ptyopt.plan import Plan, check_bandlimit, parse_plan
 from ptyopt.schema import to_dataclass
 from ptyopt.truth_free import SPLIT_FRC_SCORES, TRUTH_FREE_DIRECTIONS
@@ -195,9 +198,13 @@ def with_params(plan_values: dict, params: dict[str, Any]) -> dict:
     return tree
 
 
-def plan_with(plan_values: dict, params: dict[str, Any]) -> Plan:
-    """The validated plan with each ``plan.…`` parameter set at its path."""
-    return parse_plan(with_params(plan_values, params))
+def plan_with(plan_values: dict, params: dict[str, Any]) -> Plan | PeerPlan:
+    """The validated plan with each ``plan.…`` parameter set at its path: ours, or a
+    peer package's (:mod:`ptyopt.peers.study`)."""
+    values = with_params(plan_values, params)
+    if is_peer_plan(values):
+        return parse_peer_plan(values)[1]
+    return parse_plan(values)
 
 
 def _extremes(spec: dict) -> list[tuple[str, Any]]:
@@ -314,8 +321,8 @@ def validate(values: DictConfig, study: bool = True) -> tuple[StudyConfig, dict]
         if not isinstance(config.plan, dict)
         else dict(config.plan)
     )
-    plan = parse_plan(plan_values)
-    if config.dataset_file is None:  # a file's sampling is checked once it is read
+    plan = plan_with(plan_values, {})
+    if isinstance(plan, Plan) and config.dataset_file is None:  # a file's: once it is read
         sampling = recipe_sampling(config.dataset)
         semiangle = plan.probe.semiangle_mrad or nominal_optics(config.dataset).semiangle_mrad
         check_bandlimit(plan.bandlimit, sampling.max_angle_mrad, semiangle)
@@ -337,6 +344,8 @@ def _validate_study(config: StudyConfig, plan_values: dict) -> None:
     _require(s.n_trials >= 1, "study.n_trials", f"must be >= 1, got {s.n_trials}")
     _require(s.score_every >= 1, "study.score_every", f"must be >= 1, got {s.score_every}")
     _check_arms(s)
+    if is_peer_plan(plan_values):
+        check_peer_study(config)
     for path, spec in s.search_space.items():
         _check_parameter(path, spec)
         for which, value in _extremes(spec):

@@ -1,0 +1,145 @@
+"""Peer plans in a study (ptyopt/peers/study.py): validated like ours, and a trial run
+through a peer adapter is scored and stored exactly as ours. The "peer" here is ptyopt's
+own LSQML behind the adapter interface, so the peer trial must score what the same
+reconstruction scores as an ordinary trial."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+from conftest import TINY_STUDY
+from hydra import compose, initialize_config_dir
+
+from ptyopt.engines.common import run_plan
+from ptyopt.errors import ConfigError
+from ptyopt.initial import measurements_from
+from ptyopt.paths import conf_dir
+from ptyopt.peers.base import PeerResult
+from ptyopt.plan import parse_plan
+from ptyopt.study import runner
+from ptyopt.study.settings import validate
+
+TINY_DATA = [o for o in TINY_STUDY if o.startswith("dataset.")]
+BETA = "plan.peer.step.beta_object"
+
+
+def composed(*overrides: str, search_space: str = "{}"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[
+                "study=quickstart",
+                "engine=phaser_lsqml",
+                "study.baseline_trials=[]",
+                "~study.search_space",
+                f"+study.search_space={search_space}",
+                *TINY_DATA,
+                *overrides,
+            ],
+        )
+
+
+def ours_composed():
+    """Our LSQML as the quickstart study runs it: 4 iterations in groups of 16, β_O 0.7."""
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[
+                "study=quickstart",
+                "engine=lsqml",
+                *TINY_DATA,
+                "study.name=ours",
+                "study.n_trials=1",
+                "~study.search_space",
+                "+study.search_space={}",
+                "study.baseline_trials=[]",
+                "plan.engines.0.iterations=4",
+                "plan.engines.0.group_size=16",
+                "plan.engines.0.beta_object=0.7",
+            ],
+        )
+
+
+@pytest.fixture
+def ours_as_a_peer(monkeypatch, tmp_path):
+    """phaser's adapter replaced by ptyopt's own LSQML run in this process."""
+    from ptyopt.data.file import read_dataset
+
+    def run(dataset_path, plan, workdir):
+        measurements = measurements_from(read_dataset(dataset_path))
+        _, values = validate(ours_composed())
+        values["engines"][0]["beta_object"] = plan.step["beta_object"]
+        values["engines"][0]["iterations"] = plan.iterations
+        seconds = []
+        state = run_plan(
+            parse_plan(values), measurements, observers=[lambda r: seconds.append(r.seconds)]
+        )
+        return PeerResult(
+            "phaser", "0-ours", plan.engine, np.asarray(state.object), tuple(seconds), 1.0, {}
+        )
+
+    fake = types.SimpleNamespace(ENGINES=("lsqml",), run=run)
+    monkeypatch.setitem(sys.modules, "ptyopt.peers.phaser", fake)
+    monkeypatch.setattr(runner, "check_runnable", lambda package: None)
+    monkeypatch.setenv("PTYOPT_HOME", str(tmp_path))
+
+
+def test_a_peer_trial_scores_what_the_same_reconstruction_scores_as_ours(ours_as_a_peer):
+    peer_cfg = composed(
+        "study.name=peer",
+        "study.n_trials=1",
+        "plan.peer.iterations=4",
+        "plan.peer.group_size=16",
+        search_space=f"{{{BETA}: {{type: categorical, choices: [0.7]}}}}",
+    )
+    config, plan_values = validate(peer_cfg)
+    peer = runner.run_study(config, plan_values, progress=False).trials[0]
+    ours_cfg = ours_composed()
+    config, plan_values = validate(ours_cfg)
+    ours = runner.run_study(config, plan_values, progress=False).trials[0]
+    assert peer.state.name == ours.state.name == "COMPLETE"
+    for name in ("nrmse", "ssim", "frc_resolution_A", "phase_contrast"):
+        assert peer.user_attrs["metrics"][name] == pytest.approx(
+            ours.user_attrs["metrics"][name], rel=1e-5
+        ), name
+    assert peer.value == pytest.approx(ours.value, rel=1e-5)
+    assert peer.user_attrs["peer"] == {"package": "phaser", "version": "0-ours"}
+    assert peer.user_attrs["compile_time_s"] >= 0
+    assert peer.user_attrs["reconstruction_s"] <= sum(peer.user_attrs["curve"]["seconds"]) + 1e-9
+    folder = runner.study_dir("peer") / "trials" / "0"
+    assert {p.name for p in folder.iterdir()} >= {
+        "reconstruction.h5",
+        "metrics.json",
+        "config.yaml",
+    }
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("plan.peer.package=phasr", "plan.peer.package: unknown package 'phasr'"),
+        ("+plan.peer.betta=1", "plan.peer.betta: unknown key"),
+        ("plan.peer.engine=dm", "plan.peer.engine"),
+        ("plan.peer.iterations=0", "plan.peer.iterations"),
+        ("objective.validation_fraction=0.1", "objective.validation_fraction"),
+    ],
+)
+def test_impossible_peer_plans_are_refused_naming_the_key(ours_as_a_peer, override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        validate(composed(override))
+
+
+def test_every_value_of_a_peer_search_space_is_checked_against_the_plan(ours_as_a_peer):
+    space = f"{{{BETA}: {{type: float, low: 0.5, high: 2.0, log: true}}}}"
+    validate(composed(search_space=space))  # every value it may suggest fits
+    space = f"{{{BETA}: {{type: categorical, choices: [1.0, -0.5]}}}}"
+    with pytest.raises(ConfigError, match=r"beta_object must be > 0.*choice -0.5"):
+        validate(composed(search_space=space))
+
+
+def test_a_peer_plan_takes_no_keys_of_ours(ours_as_a_peer):
+    with pytest.raises(ConfigError, match="holds only `peer`"):
+        validate(composed("+plan.engines=[]"))
