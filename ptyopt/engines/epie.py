@@ -53,6 +53,7 @@ import jax.numpy as jnp
 from ptyopt import model
 from ptyopt.engines.common import ConventionalRunner, ConventionalStructure
 from ptyopt.engines.positions import corrected_positions
+from ptyopt.engines.windows import scatter_windows
 from ptyopt.initial import Measurements, ReconState
 from ptyopt.noise import noise_model
 from ptyopt.plan import EpieSettings
@@ -126,7 +127,6 @@ def epie_iteration(
     def group_step(carry, group):
         obj, probe, positions = carry
         idx, w = group
-        window = probe.shape[-2:]
         measured = patterns[idx]
         corners, d_objects, d_probe, losses = _group_update(
             obj,
@@ -152,10 +152,8 @@ def epie_iteration(
             hyper,
         )
 
-        rows = corners[:, 0, None, None] + jnp.arange(window[0])[None, :, None]  # (G, N, 1)
-        cols = corners[:, 1, None, None] + jnp.arange(window[1])[None, None, :]  # (G, 1, N)
         step = hyper["beta_object"] / obj.shape[0]  # β_O/S: see the module docstring
-        obj = obj.at[:, rows, cols].add(step * w[None, :, None, None] * d_objects)
+        obj = obj + step * scatter_windows(d_objects, corners, w, obj.shape[-2:])
         mean_d_probe = jnp.einsum("g,gmyx->myx", w, d_probe) / jnp.maximum(jnp.sum(w), 1.0)
         probe = probe + hyper["beta_probe"] * hyper["probe_on"] * mean_d_probe
         return (obj, probe, positions), jnp.sum(w * losses) / jnp.maximum(jnp.sum(w), 1.0)

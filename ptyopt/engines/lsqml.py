@@ -60,6 +60,7 @@ import jax.numpy as jnp
 from ptyopt import model, physics
 from ptyopt.engines.common import ConventionalRunner, ConventionalStructure
 from ptyopt.engines.positions import corrected_positions
+from ptyopt.engines.windows import scatter_windows
 from ptyopt.initial import Measurements, ReconState
 from ptyopt.noise import NoiseModel, noise_model
 from ptyopt.plan import LsqmlSettings
@@ -82,15 +83,9 @@ class Windows(NamedTuple):
     shape: tuple[int, int]
 
     def scatter(self, values: jnp.ndarray) -> jnp.ndarray:
-        """Σ_j w_j·values_j (G, N, N) added at each window → (H, W). A loop of slice
-        updates: on CPU about 3× faster than XLA's scatter-add of all windows at once."""
-
-        def add(j, image):
-            corner = (self.corners[j, 0], self.corners[j, 1])
-            patch = jax.lax.dynamic_slice(image, corner, self.window)
-            return jax.lax.dynamic_update_slice(image, patch + self.weights[j] * values[j], corner)
-
-        return jax.lax.fori_loop(0, values.shape[0], add, jnp.zeros(self.shape, values.dtype))
+        """Σ_j w_j·values_j (G, N, N) added at each window → (H, W)
+        (:func:`ptyopt.engines.windows.scatter_windows`)."""
+        return scatter_windows(values[None], self.corners, self.weights, self.shape)[0]
 
     def gather(self, image: jnp.ndarray) -> jnp.ndarray:
         """The windows (G, N, N) of an (H, W) image."""
