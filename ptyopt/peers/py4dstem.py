@@ -53,11 +53,18 @@ Conventions (py4DSTEM's → ptyopt's), all mapped in this module:
   py4DSTEM always caps a complex object's amplitude at 1, which cannot be switched
   off; mixed-state probes are orthogonalised each iteration (its default), and its
   extra modes start as sub-pixel-shifted copies of the first.
+
+Not an equivalence but a difference of the algorithms: py4DSTEM adds each position's
+probe update in the frame of the probe shifted by that position's sub-pixel remainder
+(ptyopt's ePIE shifts it back first). With one position per batch and the full step it
+does not converge where ptyopt's ePIE does (``thin``: NRMSE 0.99 against 0.12 after 30
+iterations); batches of 16 or more average the error out.
 """
 
 from __future__ import annotations
 
 import math
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +112,6 @@ POLAR_SYMBOLS = (
 
 def version() -> str:
     """The installed py4DSTEM's version (raises :class:`PeerUnavailableError` without it)."""
-    import subprocess
-
     done = subprocess.run(
         [str(peer_python(PACKAGE)), "-c", "import py4DSTEM; print(py4DSTEM.__version__)"],
         capture_output=True,
