@@ -8,8 +8,9 @@ Engine family. py4DSTEM's ``gradient-descent`` update is a normalised steepest-d
 step of the amplitude loss over batches of positions: with ``normalization_min = 1``
 the object step is ``step_size·Σ_batch conj(P)·Δψ / max Σ_batch |P|²`` and the probe
 step ``step_size·Σ_batch conj(O)·Δψ / max Σ_batch |O|²``, Δψ the exit-wave change of
-the modulus constraint. For one position per batch that is ePIE's update exactly, so
-ptyopt's ``epie`` family maps onto it (``group_size`` → ``max_batch_size``); ptyopt's
+the modulus constraint. For one position per batch the object step is ePIE's exactly
+and the probe step ePIE's but for the frame it is added in (below), so ptyopt's
+``epie`` family maps onto it (``group_size`` → ``max_batch_size``); ptyopt's
 ``gradient`` (optax solvers on the autodiff gradient) and ``lsqml`` (per-group optimal
 steps) have no equivalent in py4DSTEM and are refused, as is the Poisson noise model
 (py4DSTEM fits amplitudes only). Its projection methods (DM, RAAR, GS...) have no
@@ -32,7 +33,8 @@ Conventions (py4DSTEM's → ptyopt's), all mapped in this module:
   edge matched (cut-off α + Δα/2, rolloff Δα);
 - detector: patterns go as recorded; their zero frequency (``pattern_centre_px``) is
   forced as every pattern's centre of mass (``force_com_shifts``), which py4DSTEM
-  moves to index 0 with its cubic-spline shift (exact for whole pixels);
+  moves to index 0 with its cubic-spline shift (exact for whole pixels, interpolated
+  for the half-pixel centres of binned detectors);
 - pixel: py4DSTEM's sampling λ/(N·Δα) from ``force_angular_sampling`` is ptyopt's;
 - scan: py4DSTEM puts a probe centre (its corner-centred probe's pixel 0, shifted by
   the sub-pixel remainder, as ptyopt's window centre N//2) at positions_Å/dx +
@@ -234,6 +236,7 @@ def run(dataset_path: str | Path, plan: PeerPlan, workdir: str | Path) -> PeerRe
         probe_modes=int(plan.probe_modes),
         native=settings,
         batch_seeds=seeds,
+        seed=int(plan.seed),
     )
     outputs = run_worker(PACKAGE, worker_path(PACKAGE), inputs, Path(workdir))
     placed = on_ptyopt_grid(outputs["object"], outputs["positions_px"], geometry)

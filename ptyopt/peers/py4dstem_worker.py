@@ -19,7 +19,8 @@ py4DSTEM's "x"; ``centre_px`` (2,) where their zero frequency lies; ``positions_
 ``vacuum_probe_intensity`` (N, N) the aperture's intensity, zero frequency at N/2;
 ``polar`` py4DSTEM's aberration dict; ``padding_px``; ``object`` (S, H, W) complex
 initial object; ``slices``, ``slice_thickness_A``, ``probe_modes``; ``native`` the
-``reconstruct`` keyword arguments; ``iterations``, ``batch_seeds``.
+``reconstruct`` keyword arguments; ``batch_seeds`` one per iteration; ``seed`` of
+NumPy's global generator, from which py4DSTEM draws its extra probe modes.
 Outputs: ``object`` (S, H, W) complex64, ``positions_px`` (n, 2) probe centres in its
 object pixels, ``iteration_s``, ``error``, ``peak_rss_MB``, ``version``; or with
 ``forward_only`` ``intensities`` (n, N, N) float64, zero frequency at index 0, and
@@ -114,6 +115,7 @@ def main(inputs_path: str, outputs_path: str) -> None:
     import py4DSTEM
 
     inputs = exchange.load(inputs_path)
+    np.random.seed(int(inputs.get("seed", 0)))  # py4DSTEM draws its extra probe modes from it
     recon = _build(inputs)
     outputs = {"version": py4DSTEM.__version__, "positions_px": np.asarray(recon._positions_px)}
     if inputs.get("forward_only", False):
