@@ -193,7 +193,7 @@ class Plan:
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     scan: ScanSettings = field(default_factory=ScanSettings)
     bandlimit: Any = DEFAULT_BANDLIMIT
-    precision: str = "single"
+    precision: Any = "single"
 
     @property
     def dtypes(self) -> Precision:
@@ -395,7 +395,7 @@ def parse_plan(values: Mapping) -> Plan:
         f"must be a fraction of the Nyquist frequency in (0, 1] or null, got {bandlimit!r}",
     )
     _require(
-        plan.precision in PRECISIONS,
+        isinstance(plan.precision, str) and plan.precision in PRECISIONS,
         "plan.precision",
         f"unknown precision {plan.precision!r}; choose one of {list(PRECISIONS)}",
     )
