@@ -273,10 +273,10 @@ def _calibrated_geometry(nominal: Geometry, scan: ScanSettings, precision: Preci
 def with_plan(measurements: Measurements, plan: Plan) -> Measurements:
     """The measurements as ``plan`` takes them: its precision (:func:`with_precision`),
     probe optics, thickness, slicing, scan calibration and object margin, each ``null``
-    taking the nominal value. Always
-    resolved against the nominal values, so applying it twice changes nothing. Raises
-    :class:`ConfigError` before any compute for a multislice plan without a known
-    thickness, and for a calibrated scan that leaves the object grid."""
+    taking the nominal value. Always resolved against the nominal values, so applying
+    it twice changes nothing. Raises :class:`ConfigError` before any compute for a
+    multislice plan without a known thickness, and for a calibrated scan that leaves
+    the object grid."""
     measurements = with_precision(measurements, plan.dtypes)
     nominal = measurements.nominal
     thickness, slices = _planned_slicing(plan, nominal, measurements.dataset_name)

@@ -1,6 +1,7 @@
 """plan.precision: ``double`` computes in float64/complex128 throughout without the user
 turning on JAX's float64, ``single`` stays float32/complex64 even after it, a bad value
-is refused naming the key, and precision changes compile once per precision.
+is refused naming the key, and a precision change recompiles where a hyperparameter
+change does not.
 
 On a Si [110] cell of 4×6 unit cells (non-square), a 3×3 jittered scan, 2 slices and a
 detector binned by 2 (the pattern centre a quarter pixel off the grid, so the detector
@@ -210,15 +211,17 @@ def test_every_array_of_an_iteration_has_the_plans_precision(
 
 
 def test_precision_changes_compile_once_each_and_hyperparameters_never(binned_dataset):
-    """Single, double, single, double, each with other hyperparameters: the gradient
-    iteration compiles once per precision; the states have the plan's dtypes, single
-    ones after double ones too."""
-    DOUBLE.activate()  # else the first single run compiles for JAX's float32 context
+    """From a process without JAX's float64 (the measurements made then): single,
+    double, single, double, single, each with other hyperparameters. The gradient
+    iteration compiles three times: single before the double plan turns float64 on,
+    double, and single after (JAX keys its compilations on the setting); hyperparameter
+    changes never. The states have the plan's dtypes, single ones after double ones too."""
+    jax.config.update("jax_enable_x64", False)
     gradient.gradient_iteration.clear_cache()
     measurements = measurements_from(binned_dataset)
-    for trial, name in enumerate(["single", "double", "single", "double"]):
+    for trial, name in enumerate(["single", "double", "single", "double", "single"]):
         engine = {
-            "object_solver": {"learning_rate": 0.01 * (trial + 1), "b1": 0.8 + 0.05 * trial},
+            "object_solver": {"learning_rate": 0.01 * (trial + 1), "b1": 0.8 + 0.03 * trial},
             "noise": {"model": "amplitude", "epsilon": 0.1 * trial},
             "position_correction": {"start": 0, "step": 0.01 * (trial + 1)},
         }
@@ -227,7 +230,9 @@ def test_precision_changes_compile_once_each_and_hyperparameters_never(binned_da
         assert state.object.dtype == precision.complex
         assert state.probe.dtype == precision.complex
         assert state.positions_px.dtype == precision.real
-    assert gradient.gradient_iteration._cache_size() == 2
+        assert np.isfinite(np.asarray(state.object)).all()
+    assert measurements.patterns.dtype == jnp.float32  # made before float64 was on
+    assert gradient.gradient_iteration._cache_size() == 3
 
 
 def test_a_double_reconstruction_file_holds_complex128(binned_dataset, tmp_path):
