@@ -235,7 +235,8 @@ def _fixed_probe_intensity(
     (null: the mean pattern intensity, the initial state's power): removes the scale
     ambiguity between probe and object amplitude."""
     value = params["value"]
-    power = measurements.mean_pattern_counts if value is None else jnp.asarray(value, jnp.float32)
+    real = jnp.real(state.probe).dtype
+    power = measurements.mean_pattern_counts if value is None else jnp.asarray(value, real)
     return replace(state, probe=_rescale_power(state.probe, power))
 
 

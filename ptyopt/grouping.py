@@ -19,7 +19,8 @@ GROUPINGS = ("sparse", "compact")
 @dataclass(frozen=True)
 class Groups:
     """indices (n_groups, G) int32 into the positions; weights (n_groups, G) float32,
-    1 for real entries and 0 for padding."""
+    1 for real entries and 0 for padding (exact in any precision: the engines cast them
+    to the plan's)."""
 
     indices: np.ndarray
     weights: np.ndarray

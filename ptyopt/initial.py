@@ -22,6 +22,7 @@ import numpy as np
 from ptyopt import model, physics
 from ptyopt.data.dataset import PtychoDataset
 from ptyopt.errors import ConfigError
+from ptyopt.precision import SINGLE, Precision
 from ptyopt.scan import calibrate_scan
 
 if TYPE_CHECKING:  # ptyopt.plan imports the constraints, which import this module
@@ -122,15 +123,18 @@ class Microscope:
 
 @dataclass(frozen=True)
 class Measurements:
-    """What is fixed during a reconstruction. patterns (P, N, N) float32 counts with
-    pixel N/2 at index 0 (the model's layout); detector_ramp (N, N) for the pattern
-    centre's offset; geometry: the object grid and the probe centres the reconstruction
-    starts from; microscope: the optics, specimen thickness, slicing and scan
-    calibration it assumes. nominal_geometry and nominal: the same as the dataset
-    records them (what :func:`with_plan` resolves a plan against); dataset_name: for
-    messages. scan_indices: the positions of the nominal scan these patterns were
-    measured at, in order (``None``: all of them; see :func:`with_positions`). Nothing
-    here comes from a ground truth."""
+    """What is fixed during a reconstruction. patterns (P, N, N) counts with pixel N/2
+    at index 0 (the model's layout), of ``precision``'s real dtype; detector_ramp (N, N)
+    of its complex dtype for the pattern centre's offset ``detector_offset_px`` (y, x)
+    [detector pixels] (:func:`ptyopt.model.detector_offset_ramp`); geometry: the object
+    grid and the probe centres the reconstruction starts from; microscope: the optics,
+    specimen thickness, slicing and scan calibration it assumes. nominal_geometry and
+    nominal: the same as the dataset records them (what :func:`with_plan` resolves a
+    plan against); dataset_name: for messages. scan_indices: the positions of the
+    nominal scan these patterns were measured at, in order (``None``: all of them; see
+    :func:`with_positions`). precision: the dtypes of the patterns, the ramp and the
+    state a reconstruction starts from (:func:`with_precision`). Nothing here comes
+    from a ground truth."""
 
     patterns: jnp.ndarray
     detector_ramp: jnp.ndarray
@@ -142,6 +146,8 @@ class Measurements:
     nominal: Microscope
     dataset_name: str = ""
     scan_indices: np.ndarray | None = None
+    detector_offset_px: tuple[float, float] = (0.0, 0.0)
+    precision: Precision = SINGLE
 
     @property
     def semiangle_mrad(self) -> float:
@@ -169,7 +175,8 @@ class Measurements:
 def measurements_from(dataset: PtychoDataset) -> Measurements:
     """Measurements of a dataset in the model's layout, assuming its nominal optics,
     thickness (``nominal_thickness_A``, possibly unknown), slicing (``nominal_slices``,
-    else one slice) and positions. The ground truth is never read."""
+    else one slice) and positions, in single precision (:func:`with_plan` gives the
+    plan's; the dataset's patterns are float32 counts). The ground truth is never read."""
     n = dataset.detector_shape[0]
     offset = (n // 2 - dataset.pattern_centre_px[0], n // 2 - dataset.pattern_centre_px[1])
     geometry = object_geometry(dataset)
@@ -180,8 +187,8 @@ def measurements_from(dataset: PtychoDataset) -> Measurements:
         slices=dataset.nominal_slices or 1,
     )
     return Measurements(
-        patterns=jnp.asarray(np.fft.ifftshift(dataset.patterns, axes=(-2, -1))),
-        detector_ramp=model.detector_offset_ramp(geometry.window, offset),
+        patterns=jnp.asarray(np.fft.ifftshift(dataset.patterns, axes=(-2, -1)), SINGLE.real),
+        detector_ramp=model.detector_offset_ramp(geometry.window, offset, SINGLE.complex),
         pixel_size_A=dataset.pixel_size_A,
         energy_eV=dataset.optics.energy_eV,
         geometry=geometry,
@@ -189,6 +196,24 @@ def measurements_from(dataset: PtychoDataset) -> Measurements:
         nominal_geometry=geometry,
         nominal=nominal,
         dataset_name=dataset.name,
+        detector_offset_px=offset,
+    )
+
+
+def with_precision(measurements: Measurements, precision: Precision) -> Measurements:
+    """The measurements in ``precision`` (turned on in JAX first,
+    :meth:`~ptyopt.precision.Precision.activate`): patterns cast (float32 counts are
+    exact in float64), the detector ramp built anew in its complex dtype."""
+    if precision == measurements.precision:
+        return measurements
+    precision.activate()
+    return replace(
+        measurements,
+        patterns=jnp.asarray(measurements.patterns, precision.real),
+        detector_ramp=model.detector_offset_ramp(
+            measurements.geometry.window, measurements.detector_offset_px, precision.complex
+        ),
+        precision=precision,
     )
 
 
@@ -226,14 +251,14 @@ def _planned_slicing(plan: Plan, nominal: Microscope, dataset: str) -> tuple[flo
     return thickness, slices
 
 
-def _calibrated_geometry(nominal: Geometry, scan: ScanSettings) -> Geometry:
+def _calibrated_geometry(nominal: Geometry, scan: ScanSettings, precision: Precision) -> Geometry:
     """The nominal positions calibrated by ``scan`` on a grid of ``scan.margin_px``;
     raises :class:`ConfigError` if a probe window would leave the grid."""
     rotation = 0.0 if scan.rotation_deg is None else float(scan.rotation_deg)
     step_scale = 1.0 if scan.step_scale is None else float(scan.step_scale)
     grid = nominal.with_margin(scan.margin_px)
     positions = calibrate_scan(grid.positions_px, rotation, step_scale)
-    start = jnp.asarray(positions, jnp.float32)  # as the state holds them
+    start = jnp.asarray(positions, precision.real)  # as the state holds them
     inside = model.keep_windows_inside(start, grid.window, grid.shape)
     outside = float(jnp.max(jnp.abs(inside - start)))
     if outside > 0:
@@ -246,11 +271,13 @@ def _calibrated_geometry(nominal: Geometry, scan: ScanSettings) -> Geometry:
 
 
 def with_plan(measurements: Measurements, plan: Plan) -> Measurements:
-    """The measurements as ``plan`` takes them: its probe optics, thickness, slicing,
-    scan calibration and object margin, each ``null`` taking the nominal value. Always
-    resolved against the nominal values, so applying it twice changes nothing. Raises
-    :class:`ConfigError` before any compute for a multislice plan without a known
-    thickness, and for a calibrated scan that leaves the object grid."""
+    """The measurements as ``plan`` takes them: its precision (:func:`with_precision`),
+    probe optics, thickness, slicing, scan calibration and object margin, each ``null``
+    taking the nominal value. Always resolved against the nominal values, so applying
+    it twice changes nothing. Raises :class:`ConfigError` before any compute for a
+    multislice plan without a known thickness, and for a calibrated scan that leaves
+    the object grid."""
+    measurements = with_precision(measurements, plan.dtypes)
     nominal = measurements.nominal
     thickness, slices = _planned_slicing(plan, nominal, measurements.dataset_name)
     semiangle = plan.probe.semiangle_mrad
@@ -262,7 +289,7 @@ def with_plan(measurements: Measurements, plan: Plan) -> Measurements:
         scan_rotation_deg=0.0 if plan.scan.rotation_deg is None else float(plan.scan.rotation_deg),
         scan_step_scale=1.0 if plan.scan.step_scale is None else float(plan.scan.step_scale),
     )
-    geometry = _calibrated_geometry(measurements.nominal_geometry, plan.scan)
+    geometry = _calibrated_geometry(measurements.nominal_geometry, plan.scan, plan.dtypes)
     if measurements.scan_indices is not None:  # the whole scan calibrated, then the subset
         positions = geometry.positions_px
         geometry = replace(
@@ -324,6 +351,16 @@ class ReconState:
             dtype=self.object.dtype,
         )
 
+    def in_precision(self, precision: Precision) -> ReconState:
+        """This state with object and probe of ``precision``'s complex dtype and
+        positions of its real one."""
+        return replace(
+            self,
+            object=self.object.astype(precision.complex),
+            probe=self.probe.astype(precision.complex),
+            positions_px=self.positions_px.astype(precision.real),
+        )
+
 
 def initial_state(
     measurements: Measurements,
@@ -335,7 +372,8 @@ def initial_state(
     """Object of ones in ``n_slices`` equal slices of the assumed thickness (one slice
     of unknown thickness is NaN Å thick), the probe from the assumed optics scaled to
     the mean pattern intensity, ``n_modes`` modes (see :func:`with_probe_modes`), the
-    assumed positions, propagators band-limited to ``bandlimit`` of Nyquist."""
+    assumed positions, propagators band-limited to ``bandlimit`` of Nyquist; all in the
+    measurements' precision."""
     thickness = measurements.thickness_A
     if thickness is None and n_slices > 1:
         raise ConfigError(
@@ -343,18 +381,20 @@ def initial_state(
             f"{measurements.dataset_name!r} records none (nominal_thickness_A)"
         )
     window = measurements.geometry.window
+    precision = measurements.precision
     probe = physics.probe_wave(
         window,
         measurements.pixel_size_A,
         measurements.energy_eV,
         measurements.microscope.semiangle_mrad,
         measurements.microscope.aberrations,
+        precision.complex,
     )
     probe = probe * jnp.sqrt(measurements.mean_pattern_counts)
     state = ReconState(
-        object=jnp.ones((n_slices, *measurements.geometry.shape), jnp.complex64),
+        object=jnp.ones((n_slices, *measurements.geometry.shape), precision.complex),
         probe=probe[None],
-        positions_px=jnp.asarray(measurements.geometry.positions_px, jnp.float32),
+        positions_px=jnp.asarray(measurements.geometry.positions_px, precision.real),
         slice_thicknesses_A=(math.nan if thickness is None else thickness / n_slices,) * n_slices,
         bandlimit=bandlimit,
     )
@@ -412,7 +452,7 @@ def with_slices(state: ReconState, n_slices: int) -> ReconState:
         0,
         None,
     )
-    weights = jnp.asarray(overlap / np.diff(old_edges)[None, :], jnp.float32)
+    weights = jnp.asarray(overlap / np.diff(old_edges)[None, :], jnp.real(state.object).dtype)
     return replace(
         state,
         object=mix_slices(state.object, weights),

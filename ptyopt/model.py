@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from ptyopt import physics
+from ptyopt.precision import SINGLE
 
 
 def split_positions(
@@ -192,7 +193,7 @@ def far_field_intensities(
 
 
 def detector_offset_ramp(
-    window: tuple[int, int], offset_px: tuple[float, float], dtype=jnp.complex64
+    window: tuple[int, int], offset_px: tuple[float, float], dtype=SINGLE.complex
 ) -> jnp.ndarray:
     """Exit-wave ramp exp(−2πi δ·r/N) (N, N) so that model pixel m holds the far field at
     frequency m + δ [detector pixels]: for patterns whose zero frequency lies at
@@ -209,7 +210,7 @@ def slice_propagators(
     energy_eV: float,
     slice_thicknesses_A,
     bandlimit: float | None = physics.DEFAULT_BANDLIMIT,
-    dtype=jnp.complex64,
+    dtype=SINGLE.complex,
 ) -> jnp.ndarray:
     """Propagators (S − 1, N, N) across the first S − 1 of S slices of the given
     thicknesses [Å] (the wave leaves the last slice without propagation)."""

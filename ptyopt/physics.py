@@ -21,6 +21,8 @@ from collections.abc import Mapping
 
 import jax.numpy as jnp
 
+from ptyopt.precision import SINGLE
+
 # CODATA 2018, as in ase.units / scipy.constants.
 PLANCK_J_S = 6.62607015e-34
 ELECTRON_MASS_KG = 9.1093837015e-31
@@ -67,11 +69,11 @@ def reconstruction_pixel_size_A(
 
 
 def spatial_frequencies(
-    shape: tuple[int, int], sampling_A: float, dtype=jnp.float32
+    shape: tuple[int, int], sampling_A: float, dtype=SINGLE.real
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """(ky, kx) grids of shape ``shape`` [1/Å], unshifted, for a pixel size [Å]."""
-    ky = jnp.fft.fftfreq(shape[0], sampling_A).astype(dtype)
-    kx = jnp.fft.fftfreq(shape[1], sampling_A).astype(dtype)
+    ky = jnp.fft.fftfreq(shape[0], sampling_A, dtype=dtype)
+    kx = jnp.fft.fftfreq(shape[1], sampling_A, dtype=dtype)
     return jnp.broadcast_to(ky[:, None], shape), jnp.broadcast_to(kx[None, :], shape)
 
 
@@ -80,7 +82,7 @@ def aberration_phase(
     sampling_A: float,
     energy_eV: float,
     aberrations: Mapping[str, float],
-    dtype=jnp.float32,
+    dtype=SINGLE.real,
 ) -> jnp.ndarray:
     """Aberration phase χ(k) [rad] on an unshifted (ny, nx) grid (see module docstring).
 
@@ -112,7 +114,7 @@ def soft_aperture(
     sampling_A: float,
     energy_eV: float,
     semiangle_mrad: float,
-    dtype=jnp.float32,
+    dtype=SINGLE.real,
 ) -> jnp.ndarray:
     """Probe-forming aperture on an unshifted grid: 1 inside α ≤ α_c, 0 outside, with a
     linear edge one detector pixel wide (abTEM's anti-aliased ``soft`` aperture)."""
@@ -134,7 +136,7 @@ def probe_wave(
     energy_eV: float,
     semiangle_mrad: float,
     aberrations: Mapping[str, float],
-    dtype=jnp.complex64,
+    dtype=SINGLE.complex,
 ) -> jnp.ndarray:
     """Real-space probe ψ(r) (ny, nx) centred on pixel (ny//2, nx//2), Σ|ψ|² = 1.
 
@@ -154,7 +156,7 @@ def bandlimit_mask(
     sampling_A: float,
     fraction: float | None = DEFAULT_BANDLIMIT,
     taper: float = 0.01,
-    dtype=jnp.float32,
+    dtype=SINGLE.real,
 ) -> jnp.ndarray:
     """Band limit on an unshifted grid: 1 below ``fraction`` of the Nyquist frequency,
     0 above, with a raised-cosine edge of width ``taper``/sampling [1/Å] (abTEM's
@@ -177,7 +179,7 @@ def fresnel_propagator(
     energy_eV: float,
     thickness_A: float,
     bandlimit: float | None = DEFAULT_BANDLIMIT,
-    dtype=jnp.complex64,
+    dtype=SINGLE.complex,
 ) -> jnp.ndarray:
     """Fresnel propagator P(k) = exp(−iπλΔz|k|²)·band limit, unshifted (ny, nx)."""
     real = jnp.finfo(dtype).dtype
@@ -198,8 +200,8 @@ def nyquist_angle_mrad(energy_eV: float, sampling_A: float) -> float:
 def fourier_shift_ramp(shifts_px: jnp.ndarray, shape: tuple[int, int]) -> jnp.ndarray:
     """Phase ramps exp(−2πi k·s) that shift an image by ``shifts_px`` (..., 2) pixels
     (y, x) when multiplied onto its unshifted FFT. Returns (..., ny, nx) complex."""
-    fy = jnp.fft.fftfreq(shape[0]).astype(shifts_px.dtype)
-    fx = jnp.fft.fftfreq(shape[1]).astype(shifts_px.dtype)
+    fy = jnp.fft.fftfreq(shape[0], dtype=shifts_px.dtype)
+    fx = jnp.fft.fftfreq(shape[1], dtype=shifts_px.dtype)
     phase = (
         shifts_px[..., 0, None, None] * fy[:, None] + shifts_px[..., 1, None, None] * fx[None, :]
     )

@@ -1,7 +1,7 @@
 """Reconstruction plans: a validated sequence of engines, each with its own settings.
 
 A plan is a mapping ``{seed, probe_modes, slices, probe, thickness_A, slice_thickness_A,
-scan, bandlimit, engines: [ {kind: ..., ...}, ... ]}``.
+scan, bandlimit, precision, engines: [ {kind: ..., ...}, ... ]}``.
 Each engine entry is checked against the dataclass of its kind (unknown keys and wrong
 types fail naming the engine and key); scalar hyperparameters may be numbers or
 schedules (:mod:`ptyopt.schedules`) and are checked here too, before any compute.
@@ -21,6 +21,7 @@ from ptyopt.errors import ConfigError
 from ptyopt.grouping import GROUPINGS
 from ptyopt.noise import NOISE_MODELS
 from ptyopt.physics import DEFAULT_BANDLIMIT
+from ptyopt.precision import PRECISIONS, Precision
 from ptyopt.regularizers import parse_regularizers
 from ptyopt.schedules import make_schedule
 from ptyopt.schema import to_dataclass
@@ -178,8 +179,10 @@ class Plan:
     is the nearest whole number, at least 1, to thickness_A/slice_thickness_A; not both),
     ``scan`` (:class:`ScanSettings`). bandlimit: the propagators' band limit as a
     fraction of the object grid's Nyquist frequency, in (0, 1] (``null``: none, which
-    aliases); it must pass the probe's aperture (:func:`check_bandlimit`). engines: the
-    engines, run in order on one state."""
+    aliases); it must pass the probe's aperture (:func:`check_bandlimit`). precision:
+    ``single`` (float32/complex64) or ``double`` (float64/complex128) for every array of
+    the reconstruction (:mod:`ptyopt.precision`; :attr:`dtypes`). engines: the engines,
+    run in order on one state."""
 
     engines: list[EngineSettings]
     seed: int = 0
@@ -190,6 +193,12 @@ class Plan:
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     scan: ScanSettings = field(default_factory=ScanSettings)
     bandlimit: Any = DEFAULT_BANDLIMIT
+    precision: Any = "single"
+
+    @property
+    def dtypes(self) -> Precision:
+        """The :class:`~ptyopt.precision.Precision` named by ``precision``."""
+        return PRECISIONS[self.precision]
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -384,6 +393,11 @@ def parse_plan(values: Mapping) -> Plan:
         ),
         "plan.bandlimit",
         f"must be a fraction of the Nyquist frequency in (0, 1] or null, got {bandlimit!r}",
+    )
+    _require(
+        isinstance(plan.precision, str) and plan.precision in PRECISIONS,
+        "plan.precision",
+        f"unknown precision {plan.precision!r}; choose one of {list(PRECISIONS)}",
     )
     plan.engines = engines
     return plan

@@ -89,7 +89,7 @@ def amplitude_error(
     slices at ``positions_px`` (P, 2) [object px] (default: the measurements' own)."""
     positions = jnp.asarray(
         measurements.geometry.positions_px if positions_px is None else positions_px,
-        jnp.float32,
+        measurements.precision.real,
     )
     propagators = state.propagators(measurements)
     error = total = 0.0

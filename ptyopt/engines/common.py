@@ -77,18 +77,19 @@ def hyperparameters(
     settings: EngineSettings,
     schedules: dict[str, Schedule],
     iteration: int,
+    dtype: np.dtype,
     extra: dict[str, float] | None = None,
 ) -> dict[str, jnp.ndarray]:
-    """The values at ``iteration`` as float32 arrays (arguments of the compiled step):
-    every schedule, ``probe_on`` and ``positions_on`` switches, the position clip
-    ``max_step_px`` and ``extra`` values."""
+    """The values at ``iteration`` as scalar arrays of the real ``dtype`` (arguments of
+    the compiled step): every schedule, ``probe_on`` and ``positions_on`` switches, the
+    position clip ``max_step_px`` and ``extra`` values."""
     values = {name: schedule(iteration) for name, schedule in schedules.items()}
     values["max_step_px"] = settings.position_correction.max_step_px
     values["probe_on"] = float(iteration >= settings.probe_update_start)
     start = settings.position_correction.start
     values["positions_on"] = float(start is not None and iteration >= start)
     values.update(extra or {})
-    return {name: jnp.asarray(value, jnp.float32) for name, value in values.items()}
+    return {name: jnp.asarray(value, dtype) for name, value in values.items()}
 
 
 @dataclass(frozen=True)
@@ -125,14 +126,15 @@ class ConventionalRunner:
     def iteration(
         self, state: ReconState, groups: Groups, iteration: int
     ) -> tuple[ReconState, float]:
+        real = self.measurements.precision.real
         (obj, probe, positions), loss = self.iteration_fn(
             (state.object, state.probe, state.positions_px),
             self.measurements.patterns,
             jnp.asarray(groups.indices),
-            jnp.asarray(groups.weights),
+            jnp.asarray(groups.weights, real),
             self.propagators,
             self.measurements.detector_ramp,
-            hyperparameters(self.settings, self.schedules, iteration),
+            hyperparameters(self.settings, self.schedules, iteration, real),
             self.structure,
         )
         return replace(state, object=obj, probe=probe, positions_px=positions), float(loss)
@@ -212,12 +214,12 @@ def run_plan(
     state: ReconState | None = None,
 ) -> ReconState:
     """Run every engine of ``plan`` in order on one state and return the final state.
-    The measurements are taken as the plan assumes them (:func:`with_plan`: its probe
-    optics, thickness, slicing and scan calibration, else the nominal ones); a fresh
-    initial state is built from those unless ``state`` is given; either way with the
-    plan's band limit. A band limit inside the probe's aperture, a multislice plan of
-    unknown thickness or a calibrated scan off the object grid raise
-    :class:`ConfigError` before any compute."""
+    The measurements are taken as the plan assumes them (:func:`with_plan`: its
+    precision, probe optics, thickness, slicing and scan calibration, else the nominal
+    ones); a fresh initial state is built from those unless ``state`` is given; either
+    way with the plan's band limit and precision. A band limit inside the probe's
+    aperture, a multislice plan of unknown thickness or a calibrated scan off the object
+    grid raise :class:`ConfigError` before any compute."""
     measurements = with_plan(measurements, plan)
     check_bandlimit(plan.bandlimit, measurements.nyquist_angle_mrad, measurements.semiangle_mrad)
     observers = list(observers)
@@ -230,7 +232,7 @@ def run_plan(
             plan.bandlimit,
         )
     else:
-        state = replace(state, bandlimit=plan.bandlimit)
+        state = replace(state.in_precision(plan.dtypes), bandlimit=plan.bandlimit)
     for index, settings in enumerate(plan.engines):
         state = run_engine(state, measurements, settings, index, plan.seed, observers)
     return state

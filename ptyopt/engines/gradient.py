@@ -182,7 +182,8 @@ class GradientRunner:
     def _hyper(self, iteration: int) -> dict[str, jnp.ndarray]:
         weights = {f"weight_{r.name}": r.weight_at(iteration) for r in self.regularizers}
         extra = weights | self.constants
-        return hyperparameters(self.settings, self.schedules, iteration, extra)
+        real = self.measurements.precision.real
+        return hyperparameters(self.settings, self.schedules, iteration, real, extra)
 
     def iteration(
         self, state: ReconState, groups: Groups, iteration: int
@@ -193,7 +194,7 @@ class GradientRunner:
             self.solver_states,
             self.measurements.patterns,
             jnp.asarray(groups.indices),
-            jnp.asarray(groups.weights),
+            jnp.asarray(groups.weights, self.measurements.precision.real),
             self.propagators,
             self.measurements.detector_ramp,
             self._hyper(iteration),

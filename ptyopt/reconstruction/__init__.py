@@ -27,9 +27,9 @@ from ptyopt.plan import Plan, parse_plan
 
 def resolved_plan(plan_values: Mapping, measurements: Measurements) -> dict[str, Any]:
     """The plan values with every microscope setting the measurements resolved (probe
-    optics, thickness, slices, scan calibration) in place of its ``null``, and
-    ``slice_thickness_A`` turned into ``slices``: a plan that reproduces the
-    reconstruction on this dataset whatever its nominal metadata."""
+    optics, thickness, slices, scan calibration) in place of its ``null``,
+    ``slice_thickness_A`` turned into ``slices`` and the precision named: a plan that
+    reproduces the reconstruction on this dataset whatever its nominal metadata."""
     values = copy.deepcopy(dict(plan_values))
     settings = measurements.microscope.plan_settings()
     for section in ("probe", "scan"):
@@ -37,6 +37,7 @@ def resolved_plan(plan_values: Mapping, measurements: Measurements) -> dict[str,
     values["thickness_A"] = settings["thickness_A"]
     values["slices"] = settings["slices"]
     values["slice_thickness_A"] = None
+    values["precision"] = measurements.precision.name
     return values
 
 

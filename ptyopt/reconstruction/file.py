@@ -11,9 +11,10 @@ Layout (version 1):
   reconstruction on the dataset); from ``apply`` also ``applied`` (JSON: study, trial,
   its objective values and tuned parameters, iterations); ``truth_free_scores`` (JSON:
   the scores without ground truth, :mod:`ptyopt.truth_free`);
-- ``/object``: (S, H, W) complex64 transmission, slice 0 at the entrance surface;
-- ``/probe``: (M, N, N) complex64 probe modes in the window, centred on pixel
-  (N//2, N//2), Σ|ψ|² in counts;
+- ``/object``: (S, H, W) complex64 transmission (complex128 for a plan of ``precision:
+  double``, as computed), slice 0 at the entrance surface;
+- ``/probe``: (M, N, N) complex64 (double: complex128) probe modes in the window,
+  centred on pixel (N//2, N//2), Σ|ψ|² in counts;
 - ``/positions_A``: (P, 2) float64 probe centres (y, x) [Å] in the object's frame:
   object pixel (j, i) lies at (j, i)·pixel_size_A, so pixel (0, 0) at (0, 0) Å (held-out
   positions at their calibrated nominal place);

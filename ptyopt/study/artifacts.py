@@ -1,7 +1,8 @@
 """Per-trial artifacts under ``studies/<study>/trials/<number>/``:
 
 - ``reconstruction.h5``: datasets ``object`` (S, H, W) complex64, ``probe`` (M, N, N)
-  complex64, ``positions_px`` (P, 2) float32; attrs ``origin_px`` (2,) (object pixel of
+  complex64, ``positions_px`` (P, 2) float32 (complex128 and float64 for a plan of
+  ``precision: double``: the state as computed); attrs ``origin_px`` (2,) (object pixel of
   the ground-truth cell origin), ``field_of_view`` (y0, y1, x0, x1) [px],
   ``pixel_size_A``, ``slice_thicknesses_A`` (S,), ``dataset_path`` (the cached dataset
   file whose ground truth scores it), ``iterations_done`` (the iterate it holds: the
