@@ -143,3 +143,74 @@ def test_hyperparameters_are_honoured_without_recompiling(thin):
     assert float(np.abs(np.asarray(weak.object) - np.asarray(strong.object)).max()) > 1e-3
 
     assert lsqml.lsqml_iteration._cache_size() == compiled
+
+
+def test_step_fit_recovers_the_steps_of_a_linear_model(monkeypatch):
+    """Quadratic problem with a known minimiser: χ_j = c_j·u_j + d_j·v_j exactly, u and
+    v random (not orthogonal), so without the Tikhonov term the least-squares steps
+    are (c_j, d_j); a negative minimiser is clipped to 0. With the Tikhonov term the
+    steps are those of the augmented least-squares problem solved independently."""
+    rng = np.random.default_rng(3)
+    shape = (5, 2, 7, 9)  # G positions, M modes, odd window
+
+    def field():
+        return rng.normal(size=shape) + 1j * rng.normal(size=shape)
+
+    u, v = field(), field()
+    c, d = rng.uniform(0.2, 1.5, 5), rng.uniform(0.1, 0.9, 5)
+    c[3] = -0.4
+    chi = c[:, None, None, None] * u + d[:, None, None, None] * v
+    windows = lsqml.Windows(np.zeros((5, 2), np.int32), np.ones(5), (7, 9), (7, 9))
+
+    monkeypatch.setattr(lsqml, "LSQ_TIKHONOV", 0.0)
+    alpha_object, alpha_probe = (np.asarray(a) for a in lsqml._lsq_steps(chi, u, v, windows))
+    exact = [j for j in range(5) if j != 3]
+    np.testing.assert_allclose(alpha_object[exact], c[exact], rtol=1e-4)
+    np.testing.assert_allclose(alpha_probe[exact], d[exact], rtol=1e-4)
+    assert alpha_object[3] == 0.0
+
+    monkeypatch.setattr(lsqml, "LSQ_TIKHONOV", 0.3)
+    alpha_object, alpha_probe = (np.asarray(a) for a in lsqml._lsq_steps(chi, u, v, windows))
+    norms_u = np.sum(np.abs(u) ** 2, axis=(1, 2, 3))
+    norms_v = np.sum(np.abs(v) ** 2, axis=(1, 2, 3))
+    for j in exact:
+        # min ‖χ − a·u − b·v‖² + λ(⟨‖u‖²⟩a² + ⟨‖v‖²⟩b²) as one real least-squares problem
+        design = np.stack([u[j].ravel(), v[j].ravel()], axis=1)
+        rows = np.concatenate(
+            [
+                design.real,
+                design.imag,
+                np.diag(np.sqrt(0.3 * np.array([norms_u.mean(), norms_v.mean()]))),
+            ]
+        )
+        target = np.concatenate([chi[j].real.ravel(), chi[j].imag.ravel(), np.zeros(2)])
+        solution = np.linalg.lstsq(rows, target, rcond=None)[0]
+        np.testing.assert_allclose([alpha_object[j], alpha_probe[j]], solution, rtol=1e-3)
+
+
+def test_steps_do_not_depend_on_the_dose(thick):
+    """A c-fold dose (every pattern × c, the Poisson ε [counts] × c; the initial probe is
+    normalised to the counts, so it is √c-fold) gives the same object and a √c-fold
+    probe: the fitted steps and the relative illumination regularisation are
+    dimensionless. (A step fitted to the unnormalised direction conj(ψ)·χ but applied
+    to the illumination-normalised one, as phaser 0.3.1's LSQML does, shrinks as 1/c.)"""
+    measurements = measurements_from(thick)
+    dose = 100.0
+
+    def run(patterns, epsilon):
+        plan = lsqml_plan(
+            iterations=3, probe_update_start=1, noise={"model": "poisson", "epsilon": epsilon}
+        )
+        return run_plan(plan, replace(measurements, patterns=patterns))
+
+    base = run(measurements.patterns, 1.0)
+    brighter = run(measurements.patterns * dose, dose)
+    moved = np.abs(np.asarray(base.object) - 1).max()
+    assert moved > 0.5
+    np.testing.assert_allclose(
+        np.asarray(brighter.object), np.asarray(base.object), atol=1e-4 * moved
+    )
+    scale = np.abs(np.asarray(base.probe)).max()
+    np.testing.assert_allclose(
+        np.asarray(brighter.probe) / np.sqrt(dose), np.asarray(base.probe), atol=1e-4 * scale
+    )
