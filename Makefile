@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench-forward bench-engines transfer clean-cache
+.PHONY: run test bench-forward bench-engines bench-batched transfer clean-cache
 
 run: $(STAMP)
 	$(BIN)/python -m ptyopt study=quickstart
@@ -21,6 +21,9 @@ bench-forward: $(STAMP)
 
 bench-engines: $(STAMP)
 	$(BIN)/python -m ptyopt.benchmarks.engines
+
+bench-batched: $(STAMP)
+	$(BIN)/python -m ptyopt.benchmarks.batched_trials
 
 transfer: $(STAMP)
 	$(BIN)/python -m ptyopt.benchmarks.transfer

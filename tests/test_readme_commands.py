@@ -144,6 +144,8 @@ EXCLUDED: dict[str, str] = {
     "make test": "CI runs it; it creates .venv and runs this whole suite",
     "make bench-forward": "a benchmark of minutes that rewrites reports/forward_model.md",
     "make bench-engines": "a benchmark of minutes on the bench dataset (reports/engines.md)",
+    "make bench-batched": "a benchmark of many minutes: shipped studies run six times each "
+    "(reports/batched_trials.md)",
     "make transfer": "a benchmark of minutes: two datasets simulated, a 40-trial study",
     "python -m ptyopt import": "the command's name in prose (alone it prints its usage, "
     "exit 2); its template and every example above are run",
