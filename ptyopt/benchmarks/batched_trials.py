@@ -71,13 +71,13 @@ def measure_run(study: str, trials: int | None, batch: int, round_: int) -> dict
     started = time.perf_counter()
     result = run_study(config, plan_values, progress=False)
     wall = time.perf_counter() - started
+    trials_run = result.trials
+    maximize = result.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     shutil.rmtree(folder, ignore_errors=True)
-    states = [t.state for t in result.trials]
-    compile_s = sum(t.user_attrs.get("compile_time_s", 0.0) for t in result.trials)
-    complete = [t for t in result.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    best = min((t.values[0] for t in complete), default=float("nan"))
-    if complete and result.directions[0] == optuna.study.StudyDirection.MAXIMIZE:
-        best = max(t.values[0] for t in complete)
+    states = [t.state for t in trials_run]
+    compile_s = sum(t.user_attrs.get("compile_time_s", 0.0) for t in trials_run)
+    values = [t.values[0] for t in trials_run if t.state == optuna.trial.TrialState.COMPLETE]
+    best = (max if maximize else min)(values, default=float("nan"))
     return {
         "study": study,
         "K": batch,
