@@ -14,7 +14,10 @@ study goes on. The budget ``study.n_trials`` counts the trials in the storage (a
 trial that was retried gives its place to the retry), so workers sharing one storage
 share it; rerunning the same command resumes, and trials of dead workers are retried.
 Trials of one process share the compiled engine steps (hyperparameters are array
-arguments), and the persistent compilation cache serves other processes.
+arguments), and the persistent compilation cache serves other processes. With
+``study.batch_trials`` K > 1 a worker asks K trials at once and runs them in lockstep
+(:mod:`ptyopt.engines.batched`), telling each as it ends; Ctrl-C fails those still
+running ("interrupted").
 """
 
 from __future__ import annotations
