@@ -47,10 +47,10 @@ PLANS = [
             _epie(0.3, position_correction={"start": 1, "step": 0.05}),
         ]
     },
-    # other noise models: another structure, alone
+    # other group size and noise models (other shapes and names): alone
     {
         "engines": [
-            _gradient(0.02, noise={"model": "poisson", "epsilon": 1.0}),
+            _gradient(0.02, group_size=8, noise={"model": "poisson", "epsilon": 1.0}),
             _epie(1.0, noise={"model": "anscombe"}),
         ]
     },
@@ -81,6 +81,28 @@ def test_batched_reconstructions_equal_those_alone(small_dataset):
             np.testing.assert_allclose(b, a, rtol=0, atol=2e-5 * scale, err_msg=name)
     assert stats.calls == {2: 5, 1: 5}
     assert all(clock() > 0 for clock in clocks)
+
+
+def test_ctrl_c_in_a_batch_ends_every_lane(small_dataset):
+    """KeyboardInterrupt in one lane's observer propagates at once, and every other
+    lane is closed (its trial's bookkeeping runs, as a trial alone does on Ctrl-C)."""
+    measurements = measurements_from(small_dataset)
+    closed = []
+
+    def lane(number, observers):
+        try:
+            return (yield from plan_steps(parse_plan(PLANS[0]), measurements, observers))
+        finally:
+            closed.append(number)
+
+    def interrupt(report):
+        if report.iteration == 1:
+            raise KeyboardInterrupt
+
+    lanes = [lane(0, []), lane(1, [interrupt]), lane(2, [])]
+    with pytest.raises(KeyboardInterrupt):
+        run_batched(lanes, [LaneClock() for _ in lanes])
+    assert sorted(closed) == [0, 1, 2]
 
 
 def test_one_compilation_per_width(small_dataset):
