@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench-forward bench-engines bench-scale transfer clean-cache
+.PHONY: run test bench-forward bench-engines bench-scale bench-batched transfer clean-cache
 
 run: $(STAMP)
 	$(BIN)/python -m ptyopt study=quickstart
@@ -24,6 +24,9 @@ bench-engines: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(BIN)/python -m ptyopt.benchmarks.scale
+
+bench-batched: $(STAMP)
+	$(BIN)/python -m ptyopt.benchmarks.batched_trials
 
 transfer: $(STAMP)
 	$(BIN)/python -m ptyopt.benchmarks.transfer

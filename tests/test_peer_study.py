@@ -125,6 +125,7 @@ def test_a_peer_trial_scores_what_the_same_reconstruction_scores_as_ours(ours_as
         ("plan.peer.engine=dm", "plan.peer.engine"),
         ("plan.peer.iterations=0", "plan.peer.iterations"),
         ("objective.validation_fraction=0.1", "objective.validation_fraction"),
+        ("study.batch_trials=2", "study.batch_trials: a peer runs one trial at a time"),
     ],
 )
 def test_impossible_peer_plans_are_refused_naming_the_key(ours_as_a_peer, override, message):

@@ -146,6 +146,8 @@ EXCLUDED: dict[str, str] = {
     "make bench-engines": "a benchmark of minutes on the bench dataset (reports/engines.md)",
     "make bench-scale": "a benchmark of hours on experiment-sized data (reports/scale.md); "
     "tests/test_scale_benchmark.py checks its data and its growth exponents",
+    "make bench-batched": "a benchmark of many minutes: shipped studies run six times each "
+    "(reports/batched_trials.md)",
     "make transfer": "a benchmark of minutes: two datasets simulated, a 40-trial study",
     "python -m ptyopt import": "the command's name in prose (alone it prints its usage, "
     "exit 2); its template and every example above are run",

@@ -577,7 +577,8 @@ def test_compilation_is_left_out_of_the_seconds_a_trial_is_scored_on():
         for index, seconds in enumerate([first, *rest]):
             done += 1
             state = SimpleNamespace(iterations_done=done)
-            clock(SimpleNamespace(loss=1.0, iteration=index, seconds=seconds, state=state))
+            report = {"loss": 1.0, "iteration": index, "seconds": seconds, "state": state}
+            clock(SimpleNamespace(**report, compiled=index == 0))
     assert clock.compile_s() == pytest.approx(4.0 + 2.5)
     assert clock.compile_s(up_to=4) == pytest.approx(4.0)  # the second engine starts at 5
     assert clock.compile_s(up_to=5) == pytest.approx(6.5)

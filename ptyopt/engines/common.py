@@ -1,18 +1,19 @@
 """What every engine shares: the iteration loop over a plan, observers, divergence.
 
 An engine module exposes ``make_runner(settings, measurements, state)``
-returning a :class:`Runner`, whose ``iteration`` runs one pass over all groups as one
+returning a :class:`Runner`, whose ``step`` is one pass over all groups as one
 compiled call (``lax.scan`` over groups) with the hyperparameters as array arguments,
-so a study compiles each engine step once per shape, not once per trial.
+so a study compiles each engine step once per shape, not once per trial (and
+:mod:`ptyopt.engines.batched` can vmap the step of several trials).
 """
 
 from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Hashable, Iterable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +36,10 @@ from ptyopt.schedules import Schedule, make_schedule
 @dataclass(frozen=True)
 class IterationReport:
     """Sent to observers after each iteration. iteration: within the engine;
-    loss: mean data loss per position [counts]; seconds: wall time of the iteration."""
+    loss: mean data loss per position [counts]; seconds: time of the iteration (in a
+    batch of trials, its share of the batched call, :mod:`ptyopt.engines.batched`);
+    compiled: whether it may hold compilation (an engine's first iteration, or a call
+    that compiled)."""
 
     engine: str
     engine_index: int
@@ -43,6 +47,7 @@ class IterationReport:
     loss: float
     seconds: float
     state: ReconState
+    compiled: bool = False
 
 
 Observer = Callable[[IterationReport], None]
@@ -56,7 +61,36 @@ class DivergenceError(RuntimeError):
         self.engine, self.iteration = engine, iteration
 
 
+@dataclass(frozen=True)
+class Step:
+    """One compiled engine call, ``function(*arguments, structure)``. varying: the
+    positions in ``arguments`` of what each iteration changes (the reconstruction's
+    variables, solver states); the others are the data and the hyperparameters."""
+
+    function: Callable
+    arguments: tuple
+    structure: Hashable
+    varying: tuple[int, ...] = (0,)
+
+    def __call__(self) -> Any:
+        return self.function(*self.arguments, self.structure)
+
+
+@dataclass(frozen=True)
+class Computed:
+    """What a :class:`Step` returned. seconds: its time [s] (in a batch, the share of
+    the batched call); compiled: whether the call compiled."""
+
+    outputs: Any
+    seconds: float
+    compiled: bool = False
+
+
 class Runner(Protocol):
+    def step(self, state: ReconState, groups: Groups, iteration: int) -> Step: ...
+
+    def finish(self, state: ReconState, outputs: Any) -> tuple[ReconState, float]: ...
+
     def iteration(
         self, state: ReconState, groups: Groups, iteration: int
     ) -> tuple[ReconState, float]: ...
@@ -123,11 +157,9 @@ class ConventionalRunner:
         }
         self.propagators = state.propagators(measurements)
 
-    def iteration(
-        self, state: ReconState, groups: Groups, iteration: int
-    ) -> tuple[ReconState, float]:
+    def step(self, state: ReconState, groups: Groups, iteration: int) -> Step:
         real = self.measurements.precision.real
-        (obj, probe, positions), loss = self.iteration_fn(
+        arguments = (
             (state.object, state.probe, state.positions_px),
             self.measurements.patterns,
             jnp.asarray(groups.indices),
@@ -135,9 +167,17 @@ class ConventionalRunner:
             self.propagators,
             self.measurements.detector_ramp,
             hyperparameters(self.settings, self.schedules, iteration, real),
-            self.structure,
         )
+        return Step(self.iteration_fn, arguments, self.structure)
+
+    def finish(self, state: ReconState, outputs: Any) -> tuple[ReconState, float]:
+        (obj, probe, positions), loss = outputs
         return replace(state, object=obj, probe=probe, positions_px=positions), float(loss)
+
+    def iteration(
+        self, state: ReconState, groups: Groups, iteration: int
+    ) -> tuple[ReconState, float]:
+        return self.finish(state, self.step(state, groups, iteration)())
 
 
 ENGINE_MODULES = {
@@ -171,16 +211,34 @@ def prepare_state(state: ReconState, settings: EngineSettings, seed: int) -> Rec
     return state
 
 
-def run_engine(
+#: A reconstruction as a generator: it yields each compiled :class:`Step`, is sent
+#: back what the step :class:`Computed`, and returns its result (:func:`run_alone`
+#: runs one, :func:`ptyopt.engines.batched.run_batched` several in lockstep).
+Steps = Generator[Step, Computed, Any]
+
+
+def run_alone(steps: Steps) -> Any:
+    """Run ``steps`` on its own, each step as it comes; returns its result."""
+    try:
+        step = next(steps)
+        while True:
+            started = time.perf_counter()
+            outputs = jax.block_until_ready(step())
+            step = steps.send(Computed(outputs, time.perf_counter() - started))
+    except StopIteration as done:
+        return done.value
+
+
+def engine_steps(
     state: ReconState,
     measurements: Measurements,
     settings: EngineSettings,
     engine_index: int,
     seed: int,
     observers: Iterable[Observer] = (),
-) -> ReconState:
-    """Run one engine for its iterations: groups, compiled iteration, constraints,
-    divergence check, observers."""
+) -> Steps:
+    """One engine for its iterations, as :data:`Steps`: groups, compiled iteration,
+    constraints, divergence check, observers; returns the final state."""
     where = f"plan.engines[{engine_index}]"
     constraints = parse_constraints(settings.constraints, f"{where}.constraints")
     state = prepare_state(state, settings, seed + engine_index)
@@ -195,15 +253,64 @@ def run_engine(
     )
     for iteration in range(settings.iterations):
         started = time.perf_counter()
-        state, loss = runner.iteration(state, grouper.groups(iteration), iteration)
+        step = runner.step(state, grouper.groups(iteration), iteration)
+        prepared = time.perf_counter() - started
+        computed = yield step
+        resumed = time.perf_counter()
+        state, loss = runner.finish(state, computed.outputs)
         state = apply_constraints(state, measurements, constraints, iteration)
         state = replace(state, iterations_done=state.iterations_done + 1)
         _check_finite(state, loss, settings.kind, iteration)
+        seconds = prepared + computed.seconds + time.perf_counter() - resumed
         report = IterationReport(
-            settings.kind, engine_index, iteration, loss, time.perf_counter() - started, state
+            settings.kind,
+            engine_index,
+            iteration,
+            loss,
+            seconds,
+            state,
+            compiled=iteration == 0 or computed.compiled,
         )
         for observer in observers:
             observer(report)
+    return state
+
+
+def run_engine(
+    state: ReconState,
+    measurements: Measurements,
+    settings: EngineSettings,
+    engine_index: int,
+    seed: int,
+    observers: Iterable[Observer] = (),
+) -> ReconState:
+    """Run one engine for its iterations (:func:`engine_steps` on its own)."""
+    return run_alone(engine_steps(state, measurements, settings, engine_index, seed, observers))
+
+
+def plan_steps(
+    plan: Plan,
+    measurements: Measurements,
+    observers: Iterable[Observer] = (),
+    state: ReconState | None = None,
+) -> Steps:
+    """:func:`run_plan` as :data:`Steps`: the checks and the initial state come with the
+    first step."""
+    measurements = with_plan(measurements, plan)
+    check_bandlimit(plan.bandlimit, measurements.nyquist_angle_mrad, measurements.semiangle_mrad)
+    observers = list(observers)
+    if state is None:
+        state = initial_state(
+            measurements,
+            measurements.microscope.slices,
+            plan.probe_modes,
+            plan.seed,
+            plan.bandlimit,
+        )
+    else:
+        state = replace(state.in_precision(plan.dtypes), bandlimit=plan.bandlimit)
+    for index, settings in enumerate(plan.engines):
+        state = yield from engine_steps(state, measurements, settings, index, plan.seed, observers)
     return state
 
 
@@ -220,19 +327,4 @@ def run_plan(
     way with the plan's band limit and precision. A band limit inside the probe's
     aperture, a multislice plan of unknown thickness or a calibrated scan off the object
     grid raise :class:`ConfigError` before any compute."""
-    measurements = with_plan(measurements, plan)
-    check_bandlimit(plan.bandlimit, measurements.nyquist_angle_mrad, measurements.semiangle_mrad)
-    observers = list(observers)
-    if state is None:
-        state = initial_state(
-            measurements,
-            measurements.microscope.slices,
-            plan.probe_modes,
-            plan.seed,
-            plan.bandlimit,
-        )
-    else:
-        state = replace(state.in_precision(plan.dtypes), bandlimit=plan.bandlimit)
-    for index, settings in enumerate(plan.engines):
-        state = run_engine(state, measurements, settings, index, plan.seed, observers)
-    return state
+    return run_alone(plan_steps(plan, measurements, observers, state))

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from ptyopt import model
-from ptyopt.engines.common import base_schedules, hyperparameters
+from ptyopt.engines.common import Step, base_schedules, hyperparameters
 from ptyopt.grouping import Groups
 from ptyopt.initial import Measurements, ReconState
 from ptyopt.noise import noise_model
@@ -185,12 +185,9 @@ class GradientRunner:
         real = self.measurements.precision.real
         return hyperparameters(self.settings, self.schedules, iteration, real, extra)
 
-    def iteration(
-        self, state: ReconState, groups: Groups, iteration: int
-    ) -> tuple[ReconState, float]:
-        variables = (state.object, state.probe, state.positions_px)
-        variables, self.solver_states, loss = gradient_iteration(
-            variables,
+    def step(self, state: ReconState, groups: Groups, iteration: int) -> Step:
+        arguments = (
+            (state.object, state.probe, state.positions_px),
             self.solver_states,
             self.measurements.patterns,
             jnp.asarray(groups.indices),
@@ -198,10 +195,17 @@ class GradientRunner:
             self.propagators,
             self.measurements.detector_ramp,
             self._hyper(iteration),
-            self.structure,
         )
-        obj, probe, positions = variables
+        return Step(gradient_iteration, arguments, self.structure, varying=(0, 1))
+
+    def finish(self, state: ReconState, outputs) -> tuple[ReconState, float]:
+        (obj, probe, positions), self.solver_states, loss = outputs
         return replace(state, object=obj, probe=probe, positions_px=positions), float(loss)
+
+    def iteration(
+        self, state: ReconState, groups: Groups, iteration: int
+    ) -> tuple[ReconState, float]:
+        return self.finish(state, self.step(state, groups, iteration)())
 
 
 def make_runner(

@@ -102,6 +102,10 @@ def check_study(config: Any) -> None:
             "objective.validation_fraction / objective.split_frc: held-out positions and "
             "split halves are not available for peer plans (the peer sees every position)"
         )
+    if config.study.batch_trials != 1:
+        raise ConfigError(
+            "study.batch_trials: a peer runs one trial at a time in its own process; use 1"
+        )
     if objective.iterate != "final":
         raise ConfigError("objective.iterate: a peer reports only its final iterate; use final")
 

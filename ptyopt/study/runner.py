@@ -14,7 +14,10 @@ study goes on. The budget ``study.n_trials`` counts the trials in the storage (a
 trial that was retried gives its place to the retry), so workers sharing one storage
 share it; rerunning the same command resumes, and trials of dead workers are retried.
 Trials of one process share the compiled engine steps (hyperparameters are array
-arguments), and the persistent compilation cache serves other processes.
+arguments), and the persistent compilation cache serves other processes. With
+``study.batch_trials`` K > 1 a worker asks K trials at once and runs them in lockstep
+(:mod:`ptyopt.engines.batched`), telling each as it ends; Ctrl-C fails those still
+running ("interrupted").
 """
 
 from __future__ import annotations
@@ -43,7 +46,14 @@ from ptyopt import metrics
 from ptyopt.data.dataset import PtychoDataset
 from ptyopt.data.file import DatasetFileError, read_dataset
 from ptyopt.data.recipe import MIN_ELECTRONS_PER_PATTERN
-from ptyopt.engines.common import DivergenceError, IterationReport, run_plan
+from ptyopt.engines.batched import LaneClock, LaneResult, run_batched
+from ptyopt.engines.common import (
+    DivergenceError,
+    IterationReport,
+    Steps,
+    plan_steps,
+    run_alone,
+)
 from ptyopt.errors import ConfigError, warn
 from ptyopt.initial import (
     Measurements,
@@ -54,7 +64,7 @@ from ptyopt.initial import (
 )
 from ptyopt.paths import compilation_cache, project_root
 from ptyopt.peers.base import PeerPlan
-from ptyopt.peers.study import check_runnable, run_peer_trial
+from ptyopt.peers.study import check_runnable, is_peer_plan, run_peer_trial
 from ptyopt.plan import check_bandlimit, parse_plan
 from ptyopt.study.artifacts import (
     resolved_config,
@@ -179,7 +189,8 @@ class ConvergenceReporter:
     ties; the first iterate if the metric is not scored along the way). With ``prune``
     (single-objective studies) it also reports ``metric``, where it is scored along the
     way, as the trial's intermediate value and prunes if told to (``seconds`` is never
-    an intermediate value)."""
+    an intermediate value). clock: the trial's clock [s] (a batched trial's
+    :class:`~ptyopt.engines.batched.LaneClock`)."""
 
     trial: optuna.Trial
     metric: str
@@ -187,11 +198,16 @@ class ConvergenceReporter:
     prune: bool
     every: int
     score: Callable[[ReconState], dict[str, float]]
+    clock: Callable[[], float] = time.perf_counter
     seconds: float = 0.0  # spent scoring, not reconstructing
-    started: float = field(default_factory=time.perf_counter)
+    started: float | None = None  # the clock's reading at the start (None: now)
     curve: dict[str, list[float]] = field(default_factory=lambda: {"iteration": [], "seconds": []})
     latest: ScoredIterate | None = None
     best: ScoredIterate | None = None
+
+    def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.clock()
 
     def record(self, scored: ScoredIterate) -> None:
         """Add a scored iterate to the curve; keep it if it is the best so far."""
@@ -212,11 +228,11 @@ class ConvergenceReporter:
         step = report.state.iterations_done
         if step % self.every:
             return
-        scoring_started = time.perf_counter()
+        scoring_started = self.clock()
         scores = self.score(report.state)
         reconstructing = scoring_started - self.started - self.seconds
         self.record(ScoredIterate(step, {**scores, "seconds": reconstructing}, report.state))
-        self.seconds += time.perf_counter() - scoring_started
+        self.seconds += self.clock() - scoring_started
         if self.prune and self.metric in scores:
             self.trial.report(scores[self.metric], step)
             if self.trial.should_prune():
@@ -227,20 +243,23 @@ class ConvergenceReporter:
 @dataclass
 class IterationClock:
     """Observer: each iteration's wall time and data error, and the compilation hidden in
-    each engine's first iteration, estimated as its excess over the median of that
+    each engine's first iteration (and in any other that compiled: a batched trial's,
+    :mod:`ptyopt.engines.batched`), estimated as its excess over the median of that
     engine's other iterations (or of all others when it ran one). Compilation happens in
     a process's first trial of each shape; later trials find it compiled (≈ 0)."""
 
     losses: list[float] = field(default_factory=list)
-    #: per engine: (iterations done after its first iteration, that iteration's seconds)
-    firsts: list[tuple[int, float]] = field(default_factory=list)
+    #: per engine: (iterations done after an iteration that may compile, its seconds)
+    firsts: list[list[tuple[int, float]]] = field(default_factory=list)
     others: list[list[float]] = field(default_factory=list)
 
     def __call__(self, report: IterationReport) -> None:
         self.losses.append(report.loss)
         if report.iteration == 0:
-            self.firsts.append((report.state.iterations_done, report.seconds))
+            self.firsts.append([])
             self.others.append([])
+        if report.compiled:
+            self.firsts[-1].append((report.state.iterations_done, report.seconds))
         else:
             self.others[-1].append(report.seconds)
 
@@ -254,10 +273,11 @@ class IterationClock:
         """Compilation [s] in the first iterations of the engines that had started by
         iteration ``up_to`` (iterations done; ``None``: the whole plan)."""
         total = 0.0
-        for (done, first), others in zip(self.firsts, self.others, strict=True):
-            if up_to is None or done <= up_to:
-                typical = statistics.median(others) if others else self.typical_s
-                total += max(0.0, first - typical)
+        for firsts, others in zip(self.firsts, self.others, strict=True):
+            typical = statistics.median(others) if others else self.typical_s
+            for done, first in firsts:
+                if up_to is None or done <= up_to:
+                    total += max(0.0, first - typical)
         return total
 
 
@@ -295,7 +315,15 @@ class Workspace:
 
 def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     """Reconstruct and score one trial; returns its objective values."""
-    started = time.perf_counter()
+    return run_alone(trial_steps(trial, work))
+
+
+def trial_steps(
+    trial: optuna.Trial, work: Workspace, clock: Callable[[], float] = time.perf_counter
+) -> Steps:
+    """:func:`run_trial` as :data:`~ptyopt.engines.common.Steps` (to run in a batch of
+    trials), its times read from ``clock`` [s]; returns the objective values."""
+    started = clock()
     params = suggest(trial, work.config.study.search_space)
     trial_plan = with_params(work.plan_values, params)
     plan = parse_plan(trial_plan)
@@ -303,7 +331,7 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     used = work.used
     training = measurements if used is None else with_positions(measurements, used)
     microscope = measurements.microscope.plan_settings()
-    clock = IterationClock()
+    iterations = IterationClock()
 
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
@@ -322,15 +350,16 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
         len(objective.metrics) == 1,
         work.config.study.score_every,
         lambda state: work.scores(state, measurements),
+        clock,
     )
     try:
-        state = run_plan(plan, training, observers=[clock, reporter])
+        state = yield from plan_steps(plan, training, observers=[iterations, reporter])
     except BaseException:  # pruned and diverged trials keep their curve and best so far
         trial.set_user_attr("curve", reporter.curve)
         if reporter.best is not None:
             trial.set_user_attr("best_iterate", reporter.best.as_user_attribute())
         raise
-    reconstruction_s = time.perf_counter() - reporter.started - reporter.seconds
+    reconstruction_s = clock() - reporter.started - reporter.seconds
     if reporter.latest is None or reporter.latest.iteration != state.iterations_done:
         scores = work.scores(state, measurements)
         reporter.record(
@@ -344,11 +373,11 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     reporter.curve["seconds"][-1] = reconstruction_s
     curve = reporter.curve
     curve["seconds"] = [
-        seconds - clock.compile_s(done)
+        seconds - iterations.compile_s(done)
         for seconds, done in zip(curve["seconds"], curve["iteration"], strict=True)
     ]
     for scored in {id(final): final, id(best): best}.values():
-        scored.scores["seconds"] -= clock.compile_s(scored.iteration)
+        scored.scores["seconds"] -= iterations.compile_s(scored.iteration)
     for scored in {id(final): final, id(best): best}.values():  # one forward pass each
         scored.scores["training_error"] = amplitude_error(
             scored.state, training, scored.state.positions_px
@@ -359,7 +388,7 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
         trial.set_user_attr("split_frc_s", split.seconds)
         trial.set_user_attr("split_frc_halves", {"kind": split.kind, "positions": split.positions})
     trial.set_user_attr("curve", reporter.curve)
-    compile_s = clock.compile_s()
+    compile_s = iterations.compile_s()
     resolved = resolved_config(work.config, trial_plan, params, microscope)
     if objective.iterate == "best":
         chosen = best
@@ -376,13 +405,13 @@ def run_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     )
     trial.set_user_attr("metrics", final.scores)
     trial.set_user_attr("best_iterate", best.as_user_attribute())
-    trial.set_user_attr("data_error", clock.losses[-1])
+    trial.set_user_attr("data_error", iterations.losses[-1])
     trial.set_user_attr("validation_positions", int(work.held_out.size))
     trial.set_user_attr("reconstruction_s", reconstruction_s - compile_s)
     trial.set_user_attr("intermediate_scoring_s", reporter.seconds)
     trial.set_user_attr("compile_time_s", compile_s)
-    trial.set_user_attr("seconds_per_iteration", clock.typical_s)
-    trial.set_user_attr("wall_time_s", time.perf_counter() - started)
+    trial.set_user_attr("seconds_per_iteration", iterations.typical_s)
+    trial.set_user_attr("wall_time_s", clock() - started)
     return [chosen.scores[name] for name in objective.metrics]
 
 
@@ -666,27 +695,71 @@ def run_study(
         desc=config.study.name,
         disable=not progress,
     )
-    while (trial := _ask_within_budget(study, config, folder)) is not None:
-        try:
-            with heartbeat(study, trial):
-                values = (run_peer_trial if peer else run_trial)(trial, work)
-        except optuna.TrialPruned:
-            study.tell(trial, state=State.PRUNED)
-            _write_unfinished(work, trial, State.PRUNED)
-        except KeyboardInterrupt:  # Ctrl-C: the trial is over, not left RUNNING
-            _fail(work, study, trial, "interrupted")
-            raise
-        except DivergenceError as err:
-            _fail(work, study, trial, str(err))
-        except Exception as err:  # a trial's failure must not end the study
-            _fail(work, study, trial, f"{type(err).__name__}: {err}", traceback.format_exc(limit=3))
-        else:
-            study.tell(trial, values)
+    running: dict[int, optuna.Trial] = {}  # the batch's trials not yet told, by lane
+
+    def ended(lane: int, result: LaneResult) -> None:
+        _conclude(work, study, running.pop(lane), result)
         bar.n = min(_counted(study), budget)
         bar.set_postfix(_best_so_far(study), refresh=False)
         bar.update(0)
+
+    while trials := _ask_batch(study, config, folder):
+        running.update(enumerate(trials))
+        try:
+            with contextlib.ExitStack() as beating:
+                for trial in trials:
+                    beating.enter_context(heartbeat(study, trial))
+                _run_batch(trials, work, ended)
+        except KeyboardInterrupt:  # Ctrl-C: the trials are over, not left RUNNING
+            for trial in running.values():
+                _fail(work, study, trial, "interrupted")
+            raise
     bar.close()
     return study
+
+
+def _ask_batch(study: optuna.Study, config: StudyConfig, folder: Path) -> list[optuna.Trial]:
+    """Up to ``study.batch_trials`` trials, as many as the budget allows (none: spent)."""
+    trials = []
+    while len(trials) < config.study.batch_trials:
+        if (trial := _ask_within_budget(study, config, folder)) is None:
+            break
+        trials.append(trial)
+    return trials
+
+
+def _run_batch(
+    trials: list[optuna.Trial], work: Workspace, ended: Callable[[int, LaneResult], None]
+) -> None:
+    """Run ``trials`` (one: :func:`run_trial`; several in lockstep,
+    :func:`~ptyopt.engines.batched.run_batched`), calling ``ended(index, result)`` as
+    each ends."""
+    if len(trials) == 1:
+        run = run_peer_trial if is_peer_plan(work.plan_values) else run_trial
+        try:
+            result = LaneResult(value=run(trials[0], work))
+        except Exception as err:  # a trial's failure must not end the study
+            result = LaneResult(error=err)
+        ended(0, result)
+        return
+    clocks = [LaneClock() for _ in trials]
+    lanes = [trial_steps(trial, work, clock) for trial, clock in zip(trials, clocks, strict=True)]
+    run_batched(lanes, clocks, ended)
+
+
+def _conclude(work: Workspace, study: optuna.Study, trial: optuna.Trial, result: LaneResult):
+    """Tell the study how ``trial`` ended: its values, PRUNED, or FAIL with the reason."""
+    err = result.error
+    if err is None:
+        study.tell(trial, result.value)
+    elif isinstance(err, optuna.TrialPruned):
+        study.tell(trial, state=State.PRUNED)
+        _write_unfinished(work, trial, State.PRUNED)
+    elif isinstance(err, DivergenceError):
+        _fail(work, study, trial, str(err))
+    else:
+        details = "".join(traceback.format_exception(type(err), err, err.__traceback__, limit=3))
+        _fail(work, study, trial, f"{type(err).__name__}: {err}", details)
 
 
 def _fail(

@@ -64,12 +64,15 @@ class StudySettings:
     """name: study name (its folder ``studies/<name>/``). n_trials: global trial budget
     over all workers. seed: sampler seed. score_every: iterations between intermediate
     scores (pruning). search_space: dotted plan path → {type, low, high, log, step,
-    choices}. baseline_trials: parameter sets (path → value) enqueued first."""
+    choices}. baseline_trials: parameter sets (path → value) enqueued first.
+    batch_trials: trials asked at once and run in lockstep, those of equal shapes as one
+    vmapped compiled step (:mod:`ptyopt.engines.batched`); 1: one at a time."""
 
     name: str = "quickstart"
     n_trials: int = 8
     seed: int = 0
     score_every: int = 5
+    batch_trials: int = 1
     search_space: dict[str, Any] = field(default_factory=dict)
     baseline_trials: list[Any] = field(default_factory=list)
     arms: dict[str, Any] = field(default_factory=dict)
@@ -343,6 +346,7 @@ def _validate_study(config: StudyConfig, plan_values: dict) -> None:
     _require(_is_name(s.name), "study.name", f"use letters, digits, '-' and '_', got {s.name!r}")
     _require(s.n_trials >= 1, "study.n_trials", f"must be >= 1, got {s.n_trials}")
     _require(s.score_every >= 1, "study.score_every", f"must be >= 1, got {s.score_every}")
+    _require(s.batch_trials >= 1, "study.batch_trials", f"must be >= 1, got {s.batch_trials}")
     _check_arms(s)
     if is_peer_plan(plan_values):
         check_peer_study(config)
