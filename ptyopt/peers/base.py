@@ -87,6 +87,12 @@ class PeerPlan:
             if not float(value) > 0:
                 raise ConfigError(f"peer plan: step {key} must be > 0, got {value}")
 
+    def step_size(self, key: str) -> float:
+        """The step ``key`` of :attr:`step`; :class:`ConfigError` naming it when absent."""
+        if key not in self.step:
+            raise ConfigError(f"peer plan: the {self.engine} engine needs step {key!r}")
+        return float(self.step[key])
+
 
 @dataclass(frozen=True)
 class PeerResult:

@@ -76,12 +76,6 @@ def _noise_model(plan: PeerPlan) -> dict[str, Any]:
     return {"type": "amplitude", "eps": AMPLITUDE_GUARD, "gaussian_variance": 0.0}
 
 
-def _step(plan: PeerPlan, key: str) -> float:
-    if key not in plan.step:
-        raise ConfigError(f"peer plan: {plan.engine} needs step {key!r} for phaser")
-    return float(plan.step[key])
-
-
 def _solver(plan: PeerPlan, slices: int) -> dict[str, Any]:
     """phaser's solver settings for the plan's steps.
 
@@ -95,21 +89,21 @@ def _solver(plan: PeerPlan, slices: int) -> dict[str, Any]:
     scale of the loss (phaser's gradients are divided by the group size and probe
     intensity, ptyopt's loss is a mean per position): learning rates map 1:1."""
     if plan.engine == "gradient":
-        solvers = {"object": {"type": "adam", "learning_rate": _step(plan, "learning_rate")}}
+        solvers = {"object": {"type": "adam", "learning_rate": plan.step_size("learning_rate")}}
         if plan.refine_probe:
             solvers["probe"] = {
                 "type": "adam",
-                "learning_rate": _step(plan, "probe_learning_rate"),
+                "learning_rate": plan.step_size("probe_learning_rate"),
             }
         return {"solvers": solvers, "regularizers": []}
-    beta_object = _step(plan, "beta_object")
+    beta_object = plan.step_size("beta_object")
     if plan.engine == "lsqml":
         beta_object /= slices
     return {
         "solver": {
             "type": plan.engine,
             "beta_object": beta_object,
-            "beta_probe": _step(plan, "beta_probe"),
+            "beta_probe": plan.step_size("beta_probe"),
         }
     }
 
