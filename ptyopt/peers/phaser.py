@@ -42,6 +42,11 @@ BANDLIMIT = 2 / 3
 #: phaser's amplitude-model guard ε in √(J)/(√I + ε) and in its loss [√counts]: not in
 #: ptyopt's amplitude model (ε = 0), small enough not to matter at ≥ 1 count.
 AMPLITUDE_GUARD = 1.0e-3
+#: phaser's amplitude-model offset o in √(I + o) [counts]: phaser's default 0 makes its
+#: gradient engine's first step NaN (its initial near-vacuum object leaves I = 0 outside
+#: the aperture, where the derivative of √I is 0/0); ptyopt floors I at the smallest
+#: float instead. 1e-6 counts keeps the derivative finite and changes nothing else.
+AMPLITUDE_OFFSET = 1.0e-6
 
 
 @lru_cache(maxsize=1)
@@ -63,7 +68,8 @@ def _noise_model(plan: PeerPlan) -> dict[str, Any]:
     """phaser's noise model for the plan's. Poisson: phaser's likelihood
     I − J·log(I + ε) (+ terms free of I) is ptyopt's with the same ε [counts]; its
     conventional engines have no Poisson wave update, only its gradient engine (autodiff)
-    has. Amplitude: (√J − √I)² with phaser's guard ε and Gaussian variance 0 (phaser
+    has. Amplitude: (√J − √I)² with phaser's guard ε, :data:`AMPLITUDE_OFFSET` and
+    Gaussian variance 0 (phaser
     divides its loss by 1 + variance; Adam is invariant to it, and the conventional
     engines' update never sees it)."""
     if plan.noise_model == "poisson":
@@ -73,7 +79,12 @@ def _noise_model(plan: PeerPlan) -> dict[str, Any]:
                 "(only amplitude); set the plan's noise_model to 'amplitude'"
             )
         return {"type": "poisson", "eps": float(plan.epsilon)}
-    return {"type": "amplitude", "eps": AMPLITUDE_GUARD, "gaussian_variance": 0.0}
+    return {
+        "type": "amplitude",
+        "eps": AMPLITUDE_GUARD,
+        "offset": AMPLITUDE_OFFSET,
+        "gaussian_variance": 0.0,
+    }
 
 
 def _solver(plan: PeerPlan, slices: int) -> dict[str, Any]:
