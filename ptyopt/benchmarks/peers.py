@@ -181,7 +181,8 @@ def run_all(
                         path, plan, workdir / f"{case.dataset}-{plan.engine}-{package}"
                     )
                 except (PeerUnavailableError, PeerRunError, ConfigError) as error:
-                    reason = str(error).splitlines()[0]
+                    message = str(error).strip().splitlines()
+                    reason = " … ".join(dict.fromkeys([message[0], message[-1]]))
                     skipped[f"{package} {case.dataset} {plan.engine}"] = reason
                     print("skipped:", reason, flush=True)
                     continue
