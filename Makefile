@@ -5,7 +5,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench-forward bench-engines bench-scale bench-batched transfer clean-cache
+.PHONY: run test bench-forward bench-engines bench-scale bench-batched bench-peers peers-env \
+	transfer clean-cache
+
+# Peer packages, each in its own virtual environment under $(PEERS_DIR) (what
+# ptyopt.peers looks for as $$PTYOPT_PEERS_DIR, default .peers/), pinned versions.
+PEERS_DIR ?= .peers
+PEER_PINS_phaser := "phaserEM[jax]==0.3.1"
+PEER_PINS_py4dstem := "py4DSTEM==0.14.18"
 
 run: $(STAMP)
 	$(BIN)/python -m ptyopt study=quickstart
@@ -27,6 +34,16 @@ bench-scale: $(STAMP)
 
 bench-batched: $(STAMP)
 	$(BIN)/python -m ptyopt.benchmarks.batched_trials
+bench-peers: $(STAMP)
+	PTYOPT_PEERS_DIR=$(abspath $(PEERS_DIR)) $(BIN)/python -m ptyopt.benchmarks.peers
+
+peers-env: $(PEERS_DIR)/phaser/.installed $(PEERS_DIR)/py4dstem/.installed
+
+$(PEERS_DIR)/%/.installed:
+	$(PYTHON) -m venv $(PEERS_DIR)/$*
+	$(PEERS_DIR)/$*/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_DIR)/$*/bin/python -m pip install --quiet $(PEER_PINS_$*)
+	touch $@
 
 transfer: $(STAMP)
 	$(BIN)/python -m ptyopt.benchmarks.transfer

@@ -18,6 +18,7 @@ from ptyopt.errors import ConfigError
 from ptyopt.initial import measurements_from
 from ptyopt.paths import conf_dir
 from ptyopt.peers.base import PeerResult
+from ptyopt.peers.study import adapter, parse_peer_plan
 from ptyopt.plan import parse_plan
 from ptyopt.study import runner
 from ptyopt.study.settings import validate
@@ -144,3 +145,29 @@ def test_every_value_of_a_peer_search_space_is_checked_against_the_plan(ours_as_
 def test_a_peer_plan_takes_no_keys_of_ours(ours_as_a_peer):
     with pytest.raises(ConfigError, match="holds only `peer`"):
         validate(composed("+plan.engines=[]"))
+
+
+@pytest.mark.parametrize(
+    "engine", ["phaser_lsqml", "phaser_epie", "phaser_gradient", "py4dstem_epie"]
+)
+def test_every_shipped_peer_engine_is_a_valid_plan_of_a_family_its_package_runs(engine):
+    config, plan_values = validate(composed(f"engine={engine}"))
+    package, plan = parse_peer_plan(plan_values)
+    assert package == plan_values["peer"]["package"] and plan.engine in adapter(package).ENGINES
+
+
+def test_the_scoreboard_arms_are_valid_and_share_one_budget():
+    from ptyopt.study.arms import arms_of
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        parent, _ = validate(compose("config", overrides=["study=scoreboard"]))
+        arms = arms_of(parent)
+    assert {a.config.study.n_trials for a in arms} == {parent.study.n_trials}
+    assert {a.config.dataset.name for a in arms} == {"thin_lowdose"}
+    iterations = {
+        a.plan_values["peer"]["iterations"]
+        if "peer" in a.plan_values
+        else a.plan_values["engines"][0]["iterations"]
+        for a in arms
+    }
+    assert iterations == {30}

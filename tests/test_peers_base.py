@@ -58,3 +58,23 @@ def test_impossible_peer_plans_are_refused_naming_the_key(changes, key):
     plan = {"engine": "lsqml", "iterations": 2, "group_size": 4, **changes}
     with pytest.raises(ConfigError, match=key):
         PeerPlan(**plan)
+
+
+def test_peak_rss_is_the_worker_own_not_its_parents():
+    """A fresh interpreter reports its own peak memory, however large the parent."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ballast = np.ones(50_000_000)  # 400 MB in this (parent) process
+    folder = Path(exchange.__file__).parent
+    code = (
+        f"import sys; sys.path.insert(0, {str(folder)!r}); "
+        "import exchange; print(exchange.peak_rss_MB())"
+    )
+    child = float(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert ballast.sum() > 0 and child < 200

@@ -149,6 +149,10 @@ EXCLUDED: dict[str, str] = {
     "make bench-batched": "a benchmark of many minutes: shipped studies run six times each "
     "(reports/batched_trials.md)",
     "make transfer": "a benchmark of minutes: two datasets simulated, a 40-trial study",
+    "make bench-peers": "a benchmark of an hour in the peers' environments "
+    "(reports/peers/); tests/test_bench_peers.py checks its table",
+    "make peers-env": "downloads the peer packages (phaser, py4DSTEM) from PyPI; the "
+    "convention tests run where they are installed (tests/test_peer_*.py)",
     "python -m ptyopt import": "the command's name in prose (alone it prints its usage, "
     "exit 2); its template and every example above are run",
     "python -m ptyopt study=lsqml_bench storage=postgres "

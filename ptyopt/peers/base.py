@@ -52,6 +52,9 @@ class PeerPlan:
     LSQML; dimensionless) or ``learning_rate`` (gradient). native: the peer's own
     parameters by its own names, applied last (what a study of that peer tunes).
     seed: seed of any randomness in the peer (update order, initial modes).
+    epsilon: the noise model's ε in ptyopt's meaning [counts] (:mod:`ptyopt.noise`).
+    snapshot_every: keep the object every k iterations as well as the last (0: only the
+    last), for convergence curves.
     """
 
     engine: str
@@ -65,6 +68,8 @@ class PeerPlan:
     step: dict[str, float] = field(default_factory=dict)
     native: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    epsilon: float = 0.0
+    snapshot_every: int = 0
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINE_FAMILIES:
@@ -73,12 +78,20 @@ class PeerPlan:
             raise ConfigError(
                 f"peer plan: noise_model {self.noise_model!r} is not one of {NOISE_MODELS}"
             )
+        if self.epsilon < 0 or self.snapshot_every < 0:
+            raise ConfigError("peer plan: epsilon and snapshot_every must be ≥ 0")
         for key in ("iterations", "group_size", "slices", "probe_modes"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"peer plan: {key} must be ≥ 1, got {getattr(self, key)}")
         for key, value in self.step.items():
             if not float(value) > 0:
                 raise ConfigError(f"peer plan: step {key} must be > 0, got {value}")
+
+    def step_size(self, key: str) -> float:
+        """The step ``key`` of :attr:`step`; :class:`ConfigError` naming it when absent."""
+        if key not in self.step:
+            raise ConfigError(f"peer plan: the {self.engine} engine needs step {key!r}")
+        return float(self.step[key])
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,8 @@ class PeerResult:
     iteration_s: wall time of each iteration [s], compilation included in the first.
     peak_rss_MB: the worker process's peak resident memory [MiB].
     settings: the peer's native settings the run used, by the peer's names.
+    snapshots: the object (S, H, W) on ptyopt's grid after iteration k, by k (the
+    plan's ``snapshot_every`` and the last; empty where a peer keeps none).
     """
 
     package: str
@@ -100,6 +115,7 @@ class PeerResult:
     iteration_s: tuple[float, ...]
     peak_rss_MB: float
     settings: dict[str, Any]
+    snapshots: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def first_iter_s(self) -> float:

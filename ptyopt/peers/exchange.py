@@ -42,5 +42,15 @@ def load(path: str | Path) -> dict[str, Any]:
 
 
 def peak_rss_MB() -> float:
-    """This process's peak resident memory so far [MiB] (Linux ``ru_maxrss`` is KiB)."""
+    """This process's peak resident memory so far [MiB]: Linux's ``VmHWM`` of
+    ``/proc/self/status``, the high-water mark of this program's own memory.
+    ``ru_maxrss`` is not: Linux keeps it across ``execve``, so a worker started by a
+    large parent reports the parent's peak (the fallback elsewhere, KiB there)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

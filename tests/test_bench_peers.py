@@ -1,0 +1,52 @@
+"""The peer scoreboard's table: medians over repeats, scores of the full run, the time
+ratio to ptyopt on the same dataset × engine; adapters that are missing are skipped."""
+
+import numpy as np
+import pytest
+
+from ptyopt.benchmarks import peers
+from ptyopt.peers.base import PeerPlan, PeerResult
+
+
+def _run(package: str, engine: str, repeat: int, seconds: float, nrmse: float) -> peers.Run:
+    plan = PeerPlan(engine=engine, iterations=5, group_size=8, step={"beta_object": 1.0})
+    result = PeerResult(
+        package,
+        "1.0",
+        engine,
+        np.ones((1, 4, 4), complex),
+        (9.0, 2.0, seconds, seconds),
+        100.0 + repeat,
+        {},
+    )
+    scores = {"nrmse": nrmse, "ssim": 0.9, "frc_resolution_A": 0.5} if repeat == 0 else {}
+    return peers.Run(peers.Case("d", plan), package, repeat, result, scores, [])
+
+
+def test_table_takes_medians_and_the_ratio_to_ptyopt():
+    runs = [
+        _run("ptyopt", "lsqml", 0, 1.0, 0.2),
+        _run("phaser", "lsqml", 0, 3.0, 0.1),
+        _run("ptyopt", "lsqml", 1, 2.0, 0.0),
+        _run("phaser", "lsqml", 1, 5.0, 0.0),
+        _run("ptyopt", "lsqml", 2, 4.0, 0.0),
+        _run("phaser", "lsqml", 2, 4.0, 0.0),
+    ]
+    table = peers.table(runs)
+    assert list(table.columns) == [*peers.COLUMNS, "repeats"]
+    table = table.set_index("package")
+    assert table.loc["ptyopt", "s_per_iter"] == 2.0
+    assert table.loc["phaser", "s_per_iter"] == 4.0
+    assert table.loc["phaser", "time_ratio_to_ptyopt"] == pytest.approx(2.0)
+    assert table.loc["phaser", "first_iter_s"] == 9.0
+    assert table.loc["phaser", "nrmse"] == 0.1  # the full (first) run's score
+    assert table.loc["phaser", "peak_rss_MB"] == 101.0  # median over the repeats
+    assert table.loc["phaser", "repeats"] == 3
+
+
+def test_missing_adapters_are_skipped_with_the_reason(monkeypatch, tmp_path):
+    monkeypatch.setenv("PTYOPT_PEERS_DIR", str(tmp_path))
+    adapters, skipped = peers.load_adapters(["ptyopt", "phaser", "nosuchpeer"])
+    assert list(adapters) == ["ptyopt"]
+    assert "not installed" in skipped["phaser"]
+    assert "no adapter module" in skipped["nosuchpeer"]
