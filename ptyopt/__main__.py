@@ -157,6 +157,7 @@ def _reconstruct(config, plan_values, applied=None) -> None:
     ``out``; ``applied``: the study trial the plan comes from (``apply``)."""
     from pathlib import Path
 
+    from ptyopt.legend import with_unit
     from ptyopt.observers import EveryKScores, IterationLog
     from ptyopt.reconstruction import Reconstruction, default_output
     from ptyopt.reconstruction.figure import plot_reconstruction
@@ -200,10 +201,10 @@ def _reconstruct(config, plan_values, applied=None) -> None:
     if truth:
         final = score_metrics(state.object, dataset, reconstruction.measurements)
         print("  NRMSE by iteration: " + ", ".join(f"{i}: {v:.3f}" for i, v in scores.history))
-        print("  final: " + ", ".join(f"{name} {value:.4g}" for name, value in final.items()))
+        print("  final: " + ", ".join(with_unit(name, value) for name, value in final.items()))
     else:
         print(f"  {dataset_path} has no ground truth: no scores against it")
-    print("  without ground truth: " + ", ".join(f"{k} {v:.4g}" for k, v in free.items()))
+    print("  without ground truth: " + ", ".join(with_unit(k, v) for k, v in free.items()))
 
 
 def _apply(config, plan_values) -> None:

@@ -97,7 +97,7 @@ def write_truth_free(table: pd.DataFrame, study_name: str, out_dir: Path) -> lis
     and ``truth_free.md`` into ``out_dir`` unless it is empty; returns the paths."""
     if table.empty:
         return []
-    written = write_table(table, out_dir, "truth_free")
+    written = write_table(table, out_dir, "truth_free", legend=False)
     md = out_dir / "truth_free.md"
     md.write_text(
         f"# Truth-free objectives of `{study_name}` against the ground truth\n\n"
