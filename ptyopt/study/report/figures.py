@@ -99,13 +99,13 @@ def _other_iterate(study: optuna.Study) -> tuple[str, str, Callable[[FrozenTrial
 def plot_history(study: optuna.Study, columns: Columns, path: Path) -> Path:
     """Objective value per trial number (completed trials; pruned ones with their last
     reported value in grey), the same metric at the other iterate (best or final) where
-    recorded, and the running best, one panel per objective."""
+    recorded, and the running best, one panel per objective, the legends beside them."""
     done = completed(study)
     if not done:
         raise FigureSkipped("no completed trial")
     scored, other, other_scores = _other_iterate(study)
     pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if t.values]
-    fig = Figure(figsize=(6.4, 2.8 * len(columns.objectives)), layout="constrained")
+    fig = Figure(figsize=(8.4, 2.8 * len(columns.objectives)), layout="constrained")
     axes = fig.subplots(len(columns.objectives), 1, squeeze=False, sharex=True)[:, 0]
     numbers = np.array([t.number for t in done])
     for i, (ax, name, direction) in enumerate(
@@ -132,7 +132,7 @@ def plot_history(study: optuna.Study, columns: Columns, path: Path) -> Path:
             label=f"running best ({direction.name.lower()})",
         )
         ax.set_ylabel(name)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes[-1].set_xlabel("trial number")
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"history of {study.study_name}")
