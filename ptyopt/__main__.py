@@ -67,6 +67,8 @@ def _study(config, plan_values) -> None:
 
 
 def _summarise(study, config) -> None:
+    from ptyopt.study.report.tables import parameters_text
+
     states = [t.state.name for t in study.trials]
     print(
         f"study {config.study.name}: "
@@ -76,7 +78,7 @@ def _summarise(study, config) -> None:
         best = study.best_trial
         print(
             f"  best trial {best.number}: {config.objective.metrics[0]} = {best.value:.4g} "
-            f"with {best.params}"
+            f"with {parameters_text(best.params)}"
         )
 
 
@@ -209,6 +211,7 @@ def _reconstruct(config, plan_values, applied=None) -> None:
 
 def _apply(config, plan_values) -> None:
     from ptyopt.reconstruction.apply import best_plan
+    from ptyopt.study.report.tables import parameters_text
 
     if config.dataset_file is None:
         raise ConfigError(
@@ -227,7 +230,7 @@ def _apply(config, plan_values) -> None:
     values = ", ".join(f"{name} {value:.4g}" for name, value in applied.values.items())
     print(
         f"applying trial {applied.trial} of study {applied.study} ({values} on its "
-        f"dataset), {applied.iterations} iterations: {applied.params}"
+        f"dataset), {applied.iterations} iterations: {parameters_text(applied.params)}"
     )
     if applied.microscope_params:
         print(

@@ -26,7 +26,7 @@ from ptyopt.study.arms import Arm
 from ptyopt.study.comparison import ArmResult, best_reconstructions_figure, convergence_figure
 from ptyopt.study.report import write_study_report
 from ptyopt.study.report.figures import best_images
-from ptyopt.study.report.tables import short_names
+from ptyopt.study.report.tables import parameters_text, short_names
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.filterwarnings(
@@ -380,6 +380,15 @@ def test_tuned_parameters_get_short_names():
         "object_tikhonov.weight",
     ]
     assert short_names(["a.value", "a"]) == {"a.value": "a.value", "a": "a"}
+    tuned = {
+        "plan.engines.0.beta_object": 0.8522197613870396,
+        "plan.engines.0.noise.model": "anscombe",
+        "plan.engines.0.group_size": 16,
+        "plan.engines.0.illum_reg_probe": 0.000261853,
+    }
+    assert parameters_text(tuned) == (
+        "beta_object=0.8522, noise.model=anscombe, group_size=16, illum_reg_probe=0.0002619"
+    )
 
 
 def _arm_result(tmp_path, name, trial_dir, nrmse, dose=1e4):

@@ -54,7 +54,7 @@ from ptyopt.study.report.figures import (
 from ptyopt.study.report.scores import best_iterate, final_scores
 from ptyopt.study.report.selection import best_trial, completed
 from ptyopt.study.report.summary import finished_span
-from ptyopt.study.report.tables import markdown_table, short_names, write_table
+from ptyopt.study.report.tables import markdown_table, parameters_text, write_table
 from ptyopt.study.settings import objective_iterate
 
 #: A curve has reached its final NRMSE once it is within this factor of it.
@@ -146,7 +146,6 @@ def arms_table(results: Sequence[ArmResult]) -> pd.DataFrame:
             t.user_attrs["wall_time_s"] for t in result.trials if "wall_time_s" in t.user_attrs
         ]
         finished, span_h = finished_span(result.study) if result.study else (0, 0.0)
-        params = short_names(best.params) if best else {}
         rows.append(
             {
                 "arm": arm.name,
@@ -172,9 +171,7 @@ def arms_table(results: Sequence[ArmResult]) -> pd.DataFrame:
                 "s_per_iteration": _median(result.complete, "seconds_per_iteration"),
                 "median_trial_s": float(np.median(walls)) if walls else None,
                 "trials_per_h": finished / span_h if span_h > 0 else None,
-                "best_params": ", ".join(f"{params[k]}={_short(v)}" for k, v in best.params.items())
-                if best
-                else "",
+                "best_params": parameters_text(best.params) if best else "",
             }
         )
     return pd.DataFrame(rows)

@@ -79,6 +79,15 @@ def short_names(names: Iterable[str], min_parts: int = 2) -> dict[str, str]:
             length[name] += 1
 
 
+def parameters_text(params: dict[str, Any]) -> str:
+    """Tuned parameters for reading: ``beta_object=0.8522, noise.model=anscombe``, short
+    names (:func:`short_names`), floats to 4 significant digits."""
+    names = short_names(params)
+    return ", ".join(
+        f"{names[k]}={f'{v:.4g}' if isinstance(v, float) else v}" for k, v in params.items()
+    )
+
+
 @dataclass(frozen=True)
 class Columns:
     """Column names of the trials table.
