@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ptyopt.data.dataset import GroundTruth
 from ptyopt.data.file import DatasetFileError, read_dataset
+from ptyopt.legend import unit
 from ptyopt.metrics import Score, potential_on_fov, score_on_field
 from ptyopt.registration import remove_gauge, truth_on_fov
 from ptyopt.study.artifacts import TrialReconstruction, read_trial
@@ -81,6 +82,11 @@ def add_scale_bar(ax: Axes, width_A: float, color: str = "w") -> float:
     return length
 
 
+def _label(score: str) -> str:
+    """An axis label: the score's name and its unit, e.g. ``seconds [s]``."""
+    return f"{score} [{unit(score)}]" if unit(score) else score
+
+
 def _running_best(values: np.ndarray, direction: StudyDirection) -> np.ndarray:
     """Best value so far along ``values`` for ``direction``."""
     accumulate = (
@@ -131,7 +137,7 @@ def plot_history(study: optuna.Study, columns: Columns, path: Path) -> Path:
             color="C3",
             label=f"running best ({direction.name.lower()})",
         )
-        ax.set_ylabel(name)
+        ax.set_ylabel(_label(name))
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes[-1].set_xlabel("trial number")
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -215,8 +221,8 @@ def plot_pareto(study: optuna.Study, columns: Columns, path: Path) -> Path:
         ax.annotate(
             str(number), (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small"
         )
-    ax.set_xlabel(f"{columns.objectives[0]} ({study.directions[0].name.lower()})")
-    ax.set_ylabel(f"{columns.objectives[1]} ({study.directions[1].name.lower()})")
+    ax.set_xlabel(f"{_label(columns.objectives[0])} ({study.directions[0].name.lower()})")
+    ax.set_ylabel(f"{_label(columns.objectives[1])} ({study.directions[1].name.lower()})")
     ax.legend(fontsize="small")
     return save_figure(fig, path)
 
