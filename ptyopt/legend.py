@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 #: Score or column name → (unit, meaning). A unit of "" means dimensionless.
-COLUMNS: dict[str, tuple[str, str]] = {
+DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "nrmse": (
         "",
         "‖r − t‖/‖t‖, registered projected potential r against the thermal-mean ground "
@@ -86,11 +86,11 @@ _PREFIXES = ("best_", "final_", "metrics.")
 def describe(column: str) -> tuple[str, str] | None:
     """(unit, meaning) of a score or report column, prefixes such as ``best_``
     resolved; ``None`` for a column this module does not describe."""
-    if column in COLUMNS:
-        return COLUMNS[column]
+    if column in DESCRIPTIONS:
+        return DESCRIPTIONS[column]
     for prefix in _PREFIXES:
-        if column.startswith(prefix) and column.removeprefix(prefix) in COLUMNS:
-            return COLUMNS[column.removeprefix(prefix)]
+        if column.startswith(prefix) and column.removeprefix(prefix) in DESCRIPTIONS:
+            return DESCRIPTIONS[column.removeprefix(prefix)]
     return None
 
 
@@ -122,7 +122,7 @@ def legend_lines(columns: Iterable[str]) -> list[str]:
     shown = list(dict.fromkeys(columns))
     lines = []
     for column in shown:
-        if column not in COLUMNS and any(
+        if column not in DESCRIPTIONS and any(
             column.startswith(p) and column.removeprefix(p) in shown for p in _PREFIXES
         ):
             continue  # best_nrmse etc. read as nrmse, described once

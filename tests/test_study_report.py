@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from ptyopt import physics
 from ptyopt.data.dataset import GroundTruth, Optics, PtychoDataset
 from ptyopt.data.file import write_dataset
-from ptyopt.legend import COLUMNS, legend_lines, with_unit
+from ptyopt.legend import DESCRIPTIONS, legend_lines, with_unit
 from ptyopt.registration import tile_periodic
 from ptyopt.study.arms import Arm
 from ptyopt.study.comparison import ArmResult, best_reconstructions_figure, convergence_figure
@@ -356,7 +356,7 @@ def test_legend_gives_units_and_meanings():
     assert "thermal-mean ground truth" in text and "1.0 is the starting object" in text
     assert "- `mse` [(V·Å)²]" in text and "- `frc_resolution_A` [Å]" in text
     assert "⟨r, t⟩/‖t‖²" in text
-    assert legend_lines(["best_mse"]) == [f"- `best_mse` [(V·Å)²]: {COLUMNS['mse'][1]}"]
+    assert legend_lines(["best_mse"]) == [f"- `best_mse` [(V·Å)²]: {DESCRIPTIONS['mse'][1]}"]
     assert with_unit("mse", 1706.24) == "mse 1706 (V·Å)²" and with_unit("ssim", 0.95) == (
         "ssim 0.95"
     )

@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
 from ptyopt.benchmarks.report import environment_lines
-from ptyopt.legend import COLUMNS, legend_section
+from ptyopt.legend import DESCRIPTIONS, legend_section
 from ptyopt.study.arms import Arm
 from ptyopt.study.report.figures import (
     BestImages,
@@ -638,7 +638,7 @@ def write_comparison_report(
         lines += [
             "## Best trials' NRMSE by engine and dataset (final and best iterate)",
             "",
-            f"NRMSE: {COLUMNS['nrmse'][1]}.",
+            f"NRMSE: {DESCRIPTIONS['nrmse'][1]}.",
             "",
             markdown_table(pivot),
             "",
