@@ -67,6 +67,8 @@ def _study(config, plan_values) -> None:
 
 
 def _summarise(study, config) -> None:
+    from ptyopt.study.report.tables import parameters_text
+
     states = [t.state.name for t in study.trials]
     print(
         f"study {config.study.name}: "
@@ -76,7 +78,7 @@ def _summarise(study, config) -> None:
         best = study.best_trial
         print(
             f"  best trial {best.number}: {config.objective.metrics[0]} = {best.value:.4g} "
-            f"with {best.params}"
+            f"with {parameters_text(best.params)}"
         )
 
 
@@ -157,6 +159,7 @@ def _reconstruct(config, plan_values, applied=None) -> None:
     ``out``; ``applied``: the study trial the plan comes from (``apply``)."""
     from pathlib import Path
 
+    from ptyopt.legend import with_unit
     from ptyopt.observers import EveryKScores, IterationLog
     from ptyopt.reconstruction import Reconstruction, default_output
     from ptyopt.reconstruction.figure import plot_reconstruction
@@ -200,14 +203,15 @@ def _reconstruct(config, plan_values, applied=None) -> None:
     if truth:
         final = score_metrics(state.object, dataset, reconstruction.measurements)
         print("  NRMSE by iteration: " + ", ".join(f"{i}: {v:.3f}" for i, v in scores.history))
-        print("  final: " + ", ".join(f"{name} {value:.4g}" for name, value in final.items()))
+        print("  final: " + ", ".join(with_unit(name, value) for name, value in final.items()))
     else:
         print(f"  {dataset_path} has no ground truth: no scores against it")
-    print("  without ground truth: " + ", ".join(f"{k} {v:.4g}" for k, v in free.items()))
+    print("  without ground truth: " + ", ".join(with_unit(k, v) for k, v in free.items()))
 
 
 def _apply(config, plan_values) -> None:
     from ptyopt.reconstruction.apply import best_plan
+    from ptyopt.study.report.tables import parameters_text
 
     if config.dataset_file is None:
         raise ConfigError(
@@ -226,7 +230,7 @@ def _apply(config, plan_values) -> None:
     values = ", ".join(f"{name} {value:.4g}" for name, value in applied.values.items())
     print(
         f"applying trial {applied.trial} of study {applied.study} ({values} on its "
-        f"dataset), {applied.iterations} iterations: {applied.params}"
+        f"dataset), {applied.iterations} iterations: {parameters_text(applied.params)}"
     )
     if applied.microscope_params:
         print(

@@ -155,6 +155,10 @@ def test_shrunk_regularization_study_runs_and_reports(home):
     }
     summary = (out / "summary.md").read_text()
     assert "`objective_iterate`" in summary and "best_iteration" in summary
+    assert "- `mse` [(V·Å)²]: " in summary and "- `frc_resolution_A` [Å]: " in summary
+    assert "1.0 is the starting object" in summary and "- `best_params`: " in summary
+    names = table["best_params"].str.findall(r"([\w.]+)=").sum()
+    assert "object_l2.weight" in names and not [n for n in names if n[0].isdigit()]
     assert (
         "Findings of the phaser paper" in summary
         and "regenerate: `python -m ptyopt report study=regularization_impact`" in summary

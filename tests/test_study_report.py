@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import datetime
 import re
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.image import imread
+from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from ptyopt import physics
 from ptyopt.data.dataset import GroundTruth, Optics, PtychoDataset
 from ptyopt.data.file import write_dataset
+from ptyopt.legend import DESCRIPTIONS, legend_lines, with_unit
 from ptyopt.registration import tile_periodic
+from ptyopt.study.arms import Arm
+from ptyopt.study.comparison import ArmResult, best_reconstructions_figure, convergence_figure
 from ptyopt.study.report import write_study_report
 from ptyopt.study.report.figures import best_images
-from ptyopt.study.report.tables import short_names
+from ptyopt.study.report.tables import parameters_text, short_names
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.filterwarnings(
@@ -239,7 +245,9 @@ def test_single_objective_report(tmp_path):
     assert table.loc[1, "nrmse"] == pytest.approx(0.2) and table.loc[
         1, "noise.epsilon"
     ] == pytest.approx(1e-3)
-    assert (out / "trials.md").read_text().count("\n") == 6 + 2
+    trials_md = (out / "trials.md").read_text()
+    assert sum(line.startswith("|") for line in trials_md.splitlines()) == 6 + 2
+    assert "- `frc_resolution_A` [Å]: " in trials_md and "thermal-mean ground truth" in trials_md
     summary = (out / "summary.md").read_text()
     assert "# Study `demo`" in summary and f"`{COMMAND}`" in summary
     assert "Trial 1: nrmse = 0.2" in summary
@@ -253,7 +261,9 @@ def test_single_objective_report(tmp_path):
         in summary
     )
     best = summary.split("## Best trial")[1].split("##")[0]
-    assert re.search(r"\| best_iteration +\| +50 +\|", best) and "best_nrmse" in best
+    assert re.search(r"\| best_iteration +\| +50 +\| +\|", best) and "best_nrmse" in best
+    assert re.search(r"\| frc_resolution_A +\| +1\.2 +\| Å +\|", best)
+    assert re.search(r"\| seconds +\| +80 +\| s +\|", best) and "1.0 is the starting object" in best
     assert re.search(r"\| COMPLETE +\| +3 \|", summary) and re.search(r"\| FAIL +\| +1 \|", summary)
     assert "6.67 trials/h (5 finished trials in 0.75 h)" in summary  # 5 trials from 12:00 to 12:45
     assert "time outside the reconstruction: 20.0% of 300 s wall time (3 trials)" in summary
@@ -335,3 +345,109 @@ def test_missing_artifacts_and_sparse_studies_are_skipped_with_a_note(tmp_path):
         and "Optimisation history\n\nSkipped: no completed trial." in summary
     )
     assert len(pd.read_csv(tmp_path / "empty" / "trials.csv")) == 1
+
+
+def test_legend_gives_units_and_meanings():
+    """Every tabulated score has its unit, the NRMSE says what it compares, and the
+    diagnostics are explained; a best_ column is described once through its score."""
+    lines = legend_lines(["nrmse", "best_nrmse", "mse", "frc_resolution_A", "gain", "host"])
+    text = "\n".join(lines)
+    assert len(lines) == 4 and "`best_nrmse`" not in text and "host" not in text
+    assert "thermal-mean ground truth" in text and "1.0 is the starting object" in text
+    assert "- `mse` [(V·Å)²]" in text and "- `frc_resolution_A` [Å]" in text
+    assert "⟨r, t⟩/‖t‖²" in text
+    assert legend_lines(["best_mse"]) == [f"- `best_mse` [(V·Å)²]: {DESCRIPTIONS['mse'][1]}"]
+    assert with_unit("mse", 1706.24) == "mse 1706 (V·Å)²" and with_unit("ssim", 0.95) == (
+        "ssim 0.95"
+    )
+
+
+def test_tuned_parameters_get_short_names():
+    """The config's places (plan, engines, an engine's index) and a schedule's `value`
+    are left out of a parameter's name unless needed to tell two apart."""
+    names = short_names(
+        [
+            "plan.engines.0.beta_object",
+            "plan.engines.0.learning_rate.value",
+            "plan.thickness_A",
+            "plan.engines.0.regularizers.object_tikhonov.weight",
+        ]
+    )
+    assert list(names.values()) == [
+        "beta_object",
+        "learning_rate",
+        "thickness_A",
+        "object_tikhonov.weight",
+    ]
+    assert short_names(["a.value", "a"]) == {"a.value": "a.value", "a": "a"}
+    tuned = {
+        "plan.engines.0.beta_object": 0.8522197613870396,
+        "plan.engines.0.noise.model": "anscombe",
+        "plan.engines.0.group_size": 16,
+        "plan.engines.0.illum_reg_probe": 0.000261853,
+    }
+    assert parameters_text(tuned) == (
+        "beta_object=0.8522, noise.model=anscombe, group_size=16, illum_reg_probe=0.0002619"
+    )
+
+
+def _arm_result(tmp_path, name, trial_dir, nrmse, dose=1e4):
+    """An arm of two completed trials (hand-made study), the best with ``trial_dir``
+    and a convergence curve, on the dataset ``tiny`` at ``dose``."""
+    study = optuna.create_study(study_name=name)
+    curve = {"iteration": [5, 10, 15], "seconds": [0.4, 0.8, 1.2], "nrmse": [0.9, 0.5, nrmse]}
+    attrs = {**timing(nrmse), "trial_dir": str(trial_dir), "curve": curve}
+    add(study, TrialState.COMPLETE, values=[nrmse], params={EPS: 1e-4}, attrs=attrs)
+    add(study, TrialState.COMPLETE, values=[0.9], params={EPS: 1e-3}, attrs=timing(0.9))
+    dataset = SimpleNamespace(name="tiny", dose_e_per_A2=dose)
+    config = SimpleNamespace(dataset=dataset, objective=SimpleNamespace(iterate="final"))
+    return ArmResult(Arm(name, (), config, {"engines": [{"kind": "gradient"}]}), study)
+
+
+def test_best_reconstruction_grid_has_truth_colour_bar_and_scale_bar(tmp_path):
+    """Arms scored against one ground truth share a group that opens with that truth,
+    a colour bar in V·Å and a scale bar in Å on every panel (the field of view is 20 px
+    of 0.2 Å: the longest round length up to a fifth of its 4 Å is 0.5 Å)."""
+    folder = write_artifacts(tmp_path)
+    results = [_arm_result(tmp_path, name, folder, 0.05) for name in ("a", "b")]
+
+    fig = best_reconstructions_figure(results)
+
+    FigureCanvasAgg(fig).draw()
+    axes = [ax for sub in fig.subfigs for ax in sub.axes]
+    images = [ax for ax in axes if ax.images and ax.get_title()]
+    assert [ax.get_title().split("\n")[0] for ax in images] == ["ground truth (tiny)", "a", "b"]
+    assert "registered to a" in images[0].get_title()
+    colour_bars = [ax for ax in axes if not ax.get_title() and ax.get_ylabel()]
+    assert [ax.get_ylabel() for ax in colour_bars] == ["projected potential [V·Å]"]
+    for ax in images:
+        bars = [a for a in ax.artists if isinstance(a, AnchoredSizeBar)]
+        assert len(bars) == 1 and bars[0].txt_label.get_text() == "0.5 Å"
+
+
+def test_convergence_plot_styles_legend_and_log_ticks(tmp_path):
+    """Twelve arms over three engines and four doses get twelve distinct styles, the
+    legend lies outside both plots, and the log axes are labelled with plain numbers."""
+    folder = write_artifacts(tmp_path)
+    results = []
+    for engine in ("gradient", "epie", "lsqml"):
+        for dose in (1e3, 1e4, 1e5, 1e6):
+            result = _arm_result(tmp_path, f"{engine}-{dose:.0e}", folder, 0.2, dose)
+            result.arm.plan_values["engines"][0]["kind"] = engine
+            results.append(result)
+
+    fig = convergence_figure(results)
+
+    FigureCanvasAgg(fig).draw()
+    by_iteration, by_seconds = fig.axes
+    styles = {(str(line.get_color()), line.get_linestyle()) for line in by_iteration.lines}
+    assert len(styles) == 12
+    assert by_iteration.get_legend() is None and by_seconds.get_legend() is None
+    assert len(fig.legends) == 1 and len(fig.legends[0].get_texts()) == 12
+    legend_box = fig.legends[0].get_window_extent()
+    for ax in (by_iteration, by_seconds):
+        assert not legend_box.overlaps(ax.get_window_extent())
+    labels = [t.get_text() for t in by_iteration.get_yticklabels() if t.get_text()]
+    assert "0.2" in labels and "0.5" in labels and not any("$" in t for t in labels)
+    seconds = [t.get_text() for t in by_seconds.get_xticklabels() if t.get_text()]
+    assert "1" in seconds and not any("$" in t for t in seconds)

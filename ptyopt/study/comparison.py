@@ -35,21 +35,26 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
 from ptyopt.benchmarks.report import environment_lines
+from ptyopt.legend import DESCRIPTIONS, legend_section
 from ptyopt.study.arms import Arm
 from ptyopt.study.report.figures import (
+    BestImages,
     FigureSkipped,
+    add_scale_bar,
     best_images,
+    readable_log_axis,
     save_figure,
     scored_artifacts,
 )
 from ptyopt.study.report.scores import best_iterate, final_scores
 from ptyopt.study.report.selection import best_trial, completed
 from ptyopt.study.report.summary import finished_span
-from ptyopt.study.report.tables import markdown_table, short_names, write_table
+from ptyopt.study.report.tables import markdown_table, parameters_text, write_table
 from ptyopt.study.settings import objective_iterate
 
 #: A curve has reached its final NRMSE once it is within this factor of it.
@@ -141,7 +146,6 @@ def arms_table(results: Sequence[ArmResult]) -> pd.DataFrame:
             t.user_attrs["wall_time_s"] for t in result.trials if "wall_time_s" in t.user_attrs
         ]
         finished, span_h = finished_span(result.study) if result.study else (0, 0.0)
-        params = short_names(best.params) if best else {}
         rows.append(
             {
                 "arm": arm.name,
@@ -167,9 +171,7 @@ def arms_table(results: Sequence[ArmResult]) -> pd.DataFrame:
                 "s_per_iteration": _median(result.complete, "seconds_per_iteration"),
                 "median_trial_s": float(np.median(walls)) if walls else None,
                 "trials_per_h": finished / span_h if span_h > 0 else None,
-                "best_params": ", ".join(f"{params[k]}={_short(v)}" for k, v in best.params.items())
-                if best
-                else "",
+                "best_params": parameters_text(best.params) if best else "",
             }
         )
     return pd.DataFrame(rows)
@@ -210,7 +212,8 @@ def _median(trials: Sequence[FrozenTrial], attr: str) -> float | None:
 
 
 def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+    """A parameter value for a label or a table cell: floats to 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def pivot_best(table: pd.DataFrame) -> pd.DataFrame | None:
@@ -395,59 +398,131 @@ def coupling_lines(table: pd.DataFrame) -> list[str]:
 # --- figures ---------------------------------------------------------------------------
 
 
+#: Line styles that tell apart arms sharing a colour.
+_LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def arm_styles(results: Sequence[ArmResult]) -> dict[str, dict[str, Any]]:
+    """A distinct line style per arm: up to 10 arms one colour each; more arms whose
+    engines differ, one colour per engine and one line style per dataset and dose; else
+    20 colours, with line styles beyond them."""
+    names = [r.arm.name for r in results]
+    engines = [_plan_kinds(r.arm) for r in results]
+    data = [(r.arm.config.dataset.name, r.arm.config.dataset.dose_e_per_A2) for r in results]
+    kinds, datas = list(dict.fromkeys(engines)), list(dict.fromkeys(data))
+    if len(names) <= 10:
+        return {n: {"color": f"C{i}", "ls": "-"} for i, n in enumerate(names)}
+    if 1 < len(kinds) <= 10 and len(datas) <= len(_LINE_STYLES):
+        return {
+            n: {"color": f"C{kinds.index(e)}", "ls": _LINE_STYLES[datas.index(d)]}
+            for n, e, d in zip(names, engines, data, strict=True)
+        }
+    tab20 = colormaps["tab20"]
+    order = [*range(0, 20, 2), *range(1, 20, 2)]  # one of each pair first: the far-apart ones
+    return {
+        n: {"color": tab20(order[i % 20]), "ls": _LINE_STYLES[i // 20 % len(_LINE_STYLES)]}
+        for i, n in enumerate(names)
+    }
+
+
 def plot_convergence(results: Sequence[ArmResult], path: Path) -> Path | None:
-    """Each arm's best trial: NRMSE vs iteration and vs reconstruction seconds."""
+    """:func:`convergence_figure` saved to ``path``; ``None`` when no arm has a curve."""
+    fig = convergence_figure(results)
+    return None if fig is None else save_figure(fig, path)
+
+
+def convergence_figure(results: Sequence[ArmResult]) -> Figure | None:
+    """Each arm's best trial: NRMSE vs iteration and vs reconstruction seconds (readable
+    log axes), a distinct style per arm (:func:`arm_styles`), the legend beside the plots."""
+    styles = arm_styles(results)
     best = [(r.arm.name, curve(b)) for r in results if (b := r.best) is not None]
     best = [(name, c) for name, c in best if not c.empty]
     if not best:
         return None
-    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    fig = Figure(figsize=(13, 4.4), layout="constrained")
     by_iteration, by_seconds = fig.subplots(1, 2, sharey=True)
-    for index, (name, c) in enumerate(best):
-        style = dict(color=f"C{index % 10}", ls=("-", "--", ":")[index // 10 % 3], label=name)
+    for name, c in best:
+        style = dict(**styles[name], marker=".", ms=4, label=name)
         by_iteration.plot(c["iteration"], c["nrmse"], **style)
         by_seconds.plot(c["seconds"], c["nrmse"], **style)
-    by_iteration.set(xlabel="iteration", ylabel="NRMSE vs ground truth", yscale="log")
+    by_iteration.set(xlabel="iteration", ylabel="NRMSE vs thermal-mean ground truth", yscale="log")
     by_seconds.set(xlabel="reconstruction time [s]", xscale="log")
-    by_seconds.legend(fontsize="x-small", ncol=2)
-    fig.suptitle("best trial of each arm")
-    return save_figure(fig, path)
+    readable_log_axis(by_iteration.yaxis, pd.concat([c["nrmse"] for _, c in best]))
+    readable_log_axis(by_seconds.xaxis, pd.concat([c["seconds"] for _, c in best]))
+    for ax in (by_iteration, by_seconds):
+        ax.grid(True, which="major", color="0.9", lw=0.6)
+    fig.legend(
+        *by_iteration.get_legend_handles_labels(), loc="outside right upper", fontsize="small"
+    )
+    fig.suptitle("best trial of each arm (NRMSE 1.0 = the starting object)")
+    return fig
 
 
 def plot_best_reconstructions(results: Sequence[ArmResult], path: Path) -> Path | None:
-    """Each arm's best projected potential over the field of view (gauge removed, V·Å),
-    four arms to a row, with its NRMSE; arms whose artifacts are missing are left out."""
-    images = []
+    """:func:`best_reconstructions_figure` saved to ``path``; ``None`` when no arm's
+    artifacts can be read."""
+    fig = best_reconstructions_figure(results)
+    return None if fig is None else save_figure(fig, path)
+
+
+def best_reconstructions_figure(results: Sequence[ArmResult]) -> Figure | None:
+    """Each arm's best projected potential over the field of view (gauge removed), with
+    its NRMSE and a scale bar; arms scored against the same ground truth form a group
+    that opens with that truth (registered onto its first arm's reconstruction) and
+    shares its colour range (the truth's minimum to maximum) and colour bar [V·Å].
+    Arms whose artifacts are missing are left out."""
+    groups: dict[str, list[tuple[ArmResult, BestImages]]] = {}
     for result in results:
         if (best := result.best) is None:
             continue
         try:
-            images.append((result.arm.name, best_images(best)))
+            images = best_images(best)
         except FigureSkipped:
             continue
-    if not images:
+        groups.setdefault(images.truth_digest, []).append((result, images))
+    if not groups:
         return None
-    columns = min(4, len(images))
-    rows = -(-len(images) // columns)
-    fig = Figure(figsize=(3.2 * columns, 3.2 * rows), layout="constrained")
-    axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    for ax, (name, image) in zip(axes, images, strict=False):
-        limit = float(np.abs(image.truth).max())
-        ax.imshow(image.reconstruction, cmap="magma", vmin=-limit, vmax=limit)
-        ax.set_title(f"{name}\nNRMSE {image.nrmse:.3f}", fontsize="small")
-    for ax in axes:
-        ax.set_axis_off()
-    fig.suptitle("best trial of each arm: projected potential (colour range of its ground truth)")
-    return save_figure(fig, path)
+    columns = min(5, max(len(members) + 1 for members in groups.values()))
+    heights = [-(-(len(members) + 1) // columns) for members in groups.values()]
+    fig = Figure(figsize=(3.0 * columns + 1.2, 3.1 * sum(heights) + 0.5), layout="constrained")
+    subfigures = fig.subfigures(len(groups), 1, squeeze=False, height_ratios=heights)[:, 0]
+    for subfigure, rows, members in zip(subfigures, heights, groups.values(), strict=True):
+        first_arm, first = members[0]
+        low, high = float(first.truth.min()), float(first.truth.max())
+        panels = [
+            (
+                f"ground truth ({first_arm.arm.config.dataset.name})\nregistered to "
+                f"{first_arm.arm.name}",
+                first.truth,
+                first,
+            ),
+            *((f"{r.arm.name}\nNRMSE {i.nrmse:.3f}", i.reconstruction, i) for r, i in members),
+        ]
+        axes = subfigure.subplots(rows, columns, squeeze=False).ravel()
+        for ax, (title, image, images) in zip(axes, panels, strict=False):
+            shown = ax.imshow(image, cmap="magma", vmin=low, vmax=high, extent=images.extent_A)
+            add_scale_bar(ax, images.extent_A[1])
+            ax.set_title(title, fontsize="small")
+        for ax in axes:
+            ax.set_axis_off()
+        subfigure.colorbar(
+            shown, ax=list(axes[: len(panels)]), shrink=0.8, label="projected potential [V·Å]"
+        )
+    fig.suptitle(
+        "best trial of each arm: projected potential over the field of view, offset and "
+        "ramp removed, beside its ground truth (thermal mean)"
+    )
+    return fig
 
 
 def plot_sweep(result: ArmResult, rows: pd.DataFrame, path: Path) -> Path:
-    """NRMSE vs iteration for every value of a one-parameter sweep, and final NRMSE vs value."""
+    """NRMSE vs iteration for every value of a one-parameter sweep (colours in the order
+    of the values, the legend beside the plot), and final NRMSE vs value; readable log axes."""
     (param,) = _grid_params(result)
-    fig = Figure(figsize=(11, 4), layout="constrained")
+    fig = Figure(figsize=(12, 4), layout="constrained")
     curves_ax, final_ax = fig.subplots(1, 2)
     trials = sorted((t for t in result.trials if param in t.params), key=lambda t: t.params[param])
-    colours = [f"C{i}" for i in range(len(trials))]
+    colours = colormaps["viridis"](np.linspace(0.0, 0.9, len(trials)))
     for colour, t in zip(colours, trials, strict=True):
         c = curve(t)
         if not c.empty:
@@ -462,15 +537,20 @@ def plot_sweep(result: ArmResult, rows: pd.DataFrame, path: Path) -> Path:
     curves_ax.axhline(threshold, color="0.5", ls=":", lw=1, label=f"threshold {threshold:.3f}")
     curves_ax.set(
         xlabel="iteration",
-        ylabel="NRMSE vs ground truth",
+        ylabel="NRMSE vs thermal-mean ground truth",
         yscale="log",
         title=f"{result.arm.name}: {rows['parameter'].iloc[0]}",
     )
-    curves_ax.legend(fontsize="x-small")
+    curve_values = [curve(t)["nrmse"] for t in trials]
+    readable_log_axis(curves_ax.yaxis, pd.concat([*curve_values, pd.Series([threshold])]))
+    curves_ax.legend(
+        fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title="value"
+    )
     final_ax.plot(rows["value"], rows["final_nrmse"], "o-", label="final")
     final_ax.plot(rows["value"], rows["best_nrmse"], "s--", ms=4, label="best iterate")
     final_ax.set(xscale="log", xlabel=rows["parameter"].iloc[0], ylabel="NRMSE")
-    final_ax.legend(fontsize="small")
+    readable_log_axis(final_ax.xaxis, rows["value"])
+    final_ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(fig, path)
 
 
@@ -549,6 +629,7 @@ def write_comparison_report(
         "",
         markdown_table(table),
         "",
+        *legend_section(table.columns),
     ]
     pivot = pivot_best(table)
     if pivot is not None:
@@ -556,6 +637,8 @@ def write_comparison_report(
         written.append(out_dir / "best_nrmse.md")
         lines += [
             "## Best trials' NRMSE by engine and dataset (final and best iterate)",
+            "",
+            f"NRMSE: {DESCRIPTIONS['nrmse'][1]}.",
             "",
             markdown_table(pivot),
             "",

@@ -5,21 +5,26 @@ the ground truth and their difference). A figure that cannot be drawn raises
 
 from __future__ import annotations
 
+import hashlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import optuna
+from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from ptyopt.data.dataset import GroundTruth
 from ptyopt.data.file import DatasetFileError, read_dataset
+from ptyopt.legend import unit
 from ptyopt.metrics import Score, potential_on_fov, score_on_field
 from ptyopt.registration import remove_gauge, truth_on_fov
 from ptyopt.study.artifacts import TrialReconstruction, read_trial
@@ -42,6 +47,46 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
+def readable_log_axis(axis: Axis, values: Iterable[float]) -> None:
+    """Label a logarithmic ``axis`` with plain numbers (0.15, 0.2, 0.3, …), as many per
+    decade as the span of ``values`` (the plotted data) needs to be read: 1-1.5-2-3-4-5-7
+    within one decade, 1-2-5 within two and a half, the decades beyond."""
+    data = np.asarray(list(values), float)
+    data = data[np.isfinite(data) & (data > 0)]
+    span = float(np.log10(data.max() / data.min())) if data.size else 3.0
+    subs = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0) if span <= 1 else (1.0, 2.0, 5.0)
+    axis.set_major_locator(LogLocator(base=10, subs=subs if span <= 2.5 else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def add_scale_bar(ax: Axes, width_A: float, color: str = "w") -> float:
+    """Draw a scale bar in the lower left of an image shown with its extent in Å: the
+    longest 1, 2 or 5 × 10ⁿ Å up to a fifth of ``width_A``, labelled; returns its length."""
+    target = width_A / 5
+    decade = 10 ** np.floor(np.log10(target))
+    length = float(max(m * decade for m in (1, 2, 5) if m * decade <= target))
+    ax.add_artist(
+        AnchoredSizeBar(
+            ax.transData,
+            length,
+            f"{length:g} Å",
+            "lower left",
+            pad=0.3,
+            color=color,
+            frameon=False,
+            size_vertical=width_A / 80,
+            fontproperties={"size": "small"},
+        )
+    )
+    return length
+
+
+def _label(score: str) -> str:
+    """An axis label: the score's name and its unit, e.g. ``seconds [s]``."""
+    return f"{score} [{unit(score)}]" if unit(score) else score
+
+
 def _running_best(values: np.ndarray, direction: StudyDirection) -> np.ndarray:
     """Best value so far along ``values`` for ``direction``."""
     accumulate = (
@@ -60,13 +105,13 @@ def _other_iterate(study: optuna.Study) -> tuple[str, str, Callable[[FrozenTrial
 def plot_history(study: optuna.Study, columns: Columns, path: Path) -> Path:
     """Objective value per trial number (completed trials; pruned ones with their last
     reported value in grey), the same metric at the other iterate (best or final) where
-    recorded, and the running best, one panel per objective."""
+    recorded, and the running best, one panel per objective, the legends beside them."""
     done = completed(study)
     if not done:
         raise FigureSkipped("no completed trial")
     scored, other, other_scores = _other_iterate(study)
     pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if t.values]
-    fig = Figure(figsize=(6.4, 2.8 * len(columns.objectives)), layout="constrained")
+    fig = Figure(figsize=(8.4, 2.8 * len(columns.objectives)), layout="constrained")
     axes = fig.subplots(len(columns.objectives), 1, squeeze=False, sharex=True)[:, 0]
     numbers = np.array([t.number for t in done])
     for i, (ax, name, direction) in enumerate(
@@ -92,8 +137,8 @@ def plot_history(study: optuna.Study, columns: Columns, path: Path) -> Path:
             color="C3",
             label=f"running best ({direction.name.lower()})",
         )
-        ax.set_ylabel(name)
-        ax.legend(fontsize="small")
+        ax.set_ylabel(_label(name))
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes[-1].set_xlabel("trial number")
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"history of {study.study_name}")
@@ -176,8 +221,8 @@ def plot_pareto(study: optuna.Study, columns: Columns, path: Path) -> Path:
         ax.annotate(
             str(number), (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small"
         )
-    ax.set_xlabel(f"{columns.objectives[0]} ({study.directions[0].name.lower()})")
-    ax.set_ylabel(f"{columns.objectives[1]} ({study.directions[1].name.lower()})")
+    ax.set_xlabel(f"{_label(columns.objectives[0])} ({study.directions[0].name.lower()})")
+    ax.set_ylabel(f"{_label(columns.objectives[1])} ({study.directions[1].name.lower()})")
     ax.legend(fontsize="small")
     return save_figure(fig, path)
 
@@ -187,7 +232,8 @@ class BestImages:
     """The best trial's projected potential, the registered ground truth and their
     difference over the field of view [V·Å], each with its gauge (offset and linear
     ramp, as in the scoring) removed; ``iteration``: the iterate the trial saved (its
-    final or best one), ``None`` when its file does not say."""
+    final or best one), ``None`` when its file does not say; ``truth_digest``: a digest
+    of the dataset's ground-truth cell, equal for trials scored against the same truth."""
 
     number: int
     reconstruction: np.ndarray
@@ -195,6 +241,13 @@ class BestImages:
     pixel_size_A: float
     nrmse: float
     iteration: int | None
+    truth_digest: str = ""
+
+    @property
+    def extent_A(self) -> tuple[float, float, float, float]:
+        """``imshow`` extent (left, right, bottom, top) [Å] of the field of view."""
+        h, w = self.reconstruction.shape
+        return (0.0, w * self.pixel_size_A, h * self.pixel_size_A, 0.0)
 
     @property
     def difference(self) -> np.ndarray:
@@ -237,6 +290,7 @@ def best_images(trial: FrozenTrial) -> BestImages:
         recon.pixel_size_A,
         score.nrmse,
         recon.iterations_done,
+        hashlib.sha1(np.ascontiguousarray(truth.projected_V_A).tobytes()).hexdigest(),
     )
 
 
@@ -247,8 +301,7 @@ def plot_best_reconstruction(study: optuna.Study, columns: Columns, path: Path) 
     if trial is None:
         raise FigureSkipped("no completed trial")
     images = best_images(trial)
-    h, w = images.reconstruction.shape
-    extent = (0.0, w * images.pixel_size_A, h * images.pixel_size_A, 0.0)
+    extent = images.extent_A
     limit = max(np.abs(images.reconstruction).max(), np.abs(images.truth).max())
     diff_limit = float(np.abs(images.difference).max()) or 1.0
     panels = [

@@ -15,6 +15,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from ptyopt.benchmarks.report import environment_lines
+from ptyopt.legend import legend_section, unit
 from ptyopt.study.report.figures import FIGURES
 from ptyopt.study.report.scores import iterate_text
 from ptyopt.study.report.selection import best_trial, pareto_front
@@ -147,7 +148,13 @@ def best_section(study: optuna.Study, table: pd.DataFrame, columns: Columns) -> 
         if trial is None:
             return ["## Best trial", "", "No completed trial.", ""]
         row = rows.loc[trial.number, fields].dropna()
-        detail = pd.DataFrame({"field": row.index, "value": [_number(v) for v in row]})
+        detail = pd.DataFrame(
+            {
+                "field": row.index,
+                "value": [_number(v) for v in row],
+                "unit": [unit(name) for name in row.index],
+            }
+        )
         return [
             "## Best trial",
             "",
@@ -156,18 +163,21 @@ def best_section(study: optuna.Study, table: pd.DataFrame, columns: Columns) -> 
             "",
             markdown_table(detail),
             "",
+            *legend_section(row.index),
         ]
     front = [t.number for t in pareto_front(study)]
     if not front:
         return ["## Pareto front", "", "No completed trial.", ""]
     directions = objectives_text(study, columns)
+    shown = rows.loc[front, fields].dropna(axis=1, how="all")
     return [
         "## Pareto front",
         "",
         f"{len(front)} Pareto-optimal trials of {directions}: {', '.join(map(str, front))}.",
         "",
-        markdown_table(rows.loc[front, fields].dropna(axis=1, how="all")),
+        markdown_table(shown),
         "",
+        *legend_section(shown.columns),
     ]
 
 

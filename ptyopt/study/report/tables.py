@@ -15,6 +15,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 
+from ptyopt.legend import legend_section
 from ptyopt.study.report.scores import best_iterate, final_scores
 
 #: Column of the best iterate's iteration (over the whole plan).
@@ -26,12 +27,40 @@ ATTR_COLUMNS = ("wall_time_s", "compile_time_s", "host", "fail_reason", "pruned_
 # --- column names ----------------------------------------------------------------------
 
 
+#: Components of a parameter path that say where it sits in the config, not what it is.
+_PLACES = ("plan", "engines")
+
+
+def _meaningful(part: str) -> bool:
+    return not (part.isdigit() or part in _PLACES)
+
+
+def _start_length(parts: list[str], min_parts: int) -> int:
+    """Trailing components of ``parts`` that hold ``min_parts`` meaningful ones (all of
+    them, if fewer)."""
+    wanted = min(min_parts, sum(map(_meaningful, parts)))
+    found = 0
+    for length, part in enumerate(reversed(parts), start=1):
+        found += _meaningful(part)
+        if found >= max(wanted, 1):
+            return length
+    return len(parts)
+
+
 def short_names(names: Iterable[str], min_parts: int = 2) -> dict[str, str]:
-    """Map dotted names to their shortest unique suffixes of at least ``min_parts``
-    components, e.g. ``plan.engines.0.noise.epsilon`` → ``noise.epsilon``, growing to
-    ``0.noise.epsilon`` only where two names would otherwise collide."""
-    parts = {name: name.split(".") for name in dict.fromkeys(names)}
-    length = {name: min(min_parts, len(p)) for name, p in parts.items()}
+    """Map dotted names to their shortest unique suffixes of ``min_parts`` meaningful
+    components (the config's places ``plan``, ``engines`` and an engine's index do not
+    count; a schedule's trailing ``value`` is dropped), e.g.
+    ``plan.engines.0.noise.epsilon`` → ``noise.epsilon``, ``plan.engines.0.beta_object``
+    → ``beta_object``, growing to ``0.object_solver.learning_rate`` only where two names
+    would otherwise collide."""
+    names = list(dict.fromkeys(names))
+    parts = {
+        name: name.split(".")[:-1] if name.endswith(".value") else name.split(".") for name in names
+    }
+    if len({".".join(p) for p in parts.values()}) < len(names):  # a.value beside a
+        parts = {name: name.split(".") for name in names}
+    length = {name: _start_length(p, min_parts) for name, p in parts.items()}
     while True:
         suffix = {name: ".".join(parts[name][-length[name] :]) for name in parts}
         seen: dict[str, list[str]] = {}
@@ -48,6 +77,15 @@ def short_names(names: Iterable[str], min_parts: int = 2) -> dict[str, str]:
             return suffix
         for name in growable:
             length[name] += 1
+
+
+def parameters_text(params: dict[str, Any]) -> str:
+    """Tuned parameters for reading: ``beta_object=0.8522, noise.model=anscombe``, short
+    names (:func:`short_names`), floats to 4 significant digits."""
+    names = short_names(params)
+    return ", ".join(
+        f"{names[k]}={f'{v:.4g}' if isinstance(v, float) else v}" for k, v in params.items()
+    )
 
 
 @dataclass(frozen=True)
@@ -134,9 +172,14 @@ def markdown_table(table: pd.DataFrame) -> str:
     return cells.to_markdown(index=False, floatfmt=".4g", missingval="")
 
 
-def write_table(table: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
-    """Write ``<stem>.csv`` and ``<stem>.md`` into ``out_dir``; return their paths."""
+def write_table(
+    table: pd.DataFrame, out_dir: Path, stem: str, *, legend: bool = True
+) -> list[Path]:
+    """Write ``<stem>.csv`` and ``<stem>.md`` into ``out_dir``, the markdown followed by
+    the units and meanings of its columns (:func:`ptyopt.legend.legend_section`) when
+    ``legend``; return their paths."""
     csv, md = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
     table.to_csv(csv, index=False)
-    md.write_text(markdown_table(table) + "\n")
+    below = legend_section(table.columns) if legend else []
+    md.write_text("\n".join([markdown_table(table), "", *below]).rstrip("\n") + "\n")
     return [csv, md]

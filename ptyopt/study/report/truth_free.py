@@ -26,6 +26,7 @@ import optuna
 import pandas as pd
 from scipy.stats import spearmanr
 
+from ptyopt.legend import DESCRIPTIONS
 from ptyopt.study.report.scores import final_scores
 from ptyopt.study.report.selection import completed
 from ptyopt.study.report.tables import markdown_table, write_table
@@ -97,16 +98,15 @@ def write_truth_free(table: pd.DataFrame, study_name: str, out_dir: Path) -> lis
     and ``truth_free.md`` into ``out_dir`` unless it is empty; returns the paths."""
     if table.empty:
         return []
-    written = write_table(table, out_dir, "truth_free")
+    written = write_table(table, out_dir, "truth_free", legend=False)
     md = out_dir / "truth_free.md"
     md.write_text(
         f"# Truth-free objectives of `{study_name}` against the ground truth\n\n"
         "Spearman ρ of each score with NRMSE and SSIM over the completed trials (final "
         "iterates). `agreement`: ρ with NRMSE signed so that +1 means optimising the score "
         "in its direction ranks the trials as NRMSE does; `nrmse_of_pick`: NRMSE of the "
-        "trial the score would choose (`best_nrmse`: the oracle's).\n\n"
-        + markdown_table(table)
-        + "\n"
+        "trial the score would choose (`best_nrmse`: the oracle's). "
+        f"NRMSE: {DESCRIPTIONS['nrmse'][1]}.\n\n" + markdown_table(table) + "\n"
     )
     return written
 
