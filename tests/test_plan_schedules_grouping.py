@@ -229,4 +229,7 @@ def test_shipped_plans_are_valid():
     plans = sorted((conf_dir() / "engine").glob("*.yaml"))
     assert {p.stem for p in plans} >= {"gradient", "epie", "lsqml", "multislice"}
     for path in plans:
-        assert parse_plan(OmegaConf.to_container(OmegaConf.load(path))).engines
+        values = OmegaConf.to_container(OmegaConf.load(path))
+        if "peer" in values:  # a peer package's plan: tests/test_peer_study.py
+            continue
+        assert parse_plan(values).engines

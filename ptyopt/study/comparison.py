@@ -130,6 +130,9 @@ def time_to_final(trial: FrozenTrial) -> tuple[float, float]:
 
 
 def _plan_kinds(arm: Arm) -> str:
+    """The arm's engines in order; a peer plan's: ``<package> <family>``."""
+    if "peer" in arm.plan_values:
+        return f"{arm.plan_values['peer']['package']} {arm.plan_values['peer']['engine']}"
     return " → ".join(engine["kind"] for engine in arm.plan_values["engines"])
 
 

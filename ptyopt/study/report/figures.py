@@ -296,7 +296,7 @@ def best_images(trial: FrozenTrial) -> BestImages:
 
 def plot_best_reconstruction(study: optuna.Study, columns: Columns, path: Path) -> Path:
     """Best trial's projected potential, the ground truth on the same grid and their
-    difference, cropped to the field of view, with colour bars in V·Å."""
+    difference, cropped to the field of view, with colour bars in V·Å and scale bars."""
     trial = best_trial(study)
     if trial is None:
         raise FigureSkipped("no completed trial")
@@ -316,6 +316,7 @@ def plot_best_reconstruction(study: optuna.Study, columns: Columns, path: Path) 
         ax.set_title(title)
         ax.set_xlabel("x [Å]")
         ax.set_ylabel("y [Å]")
+        add_scale_bar(ax, extent[1], "k" if cmap == "RdBu_r" else "w")
     at = "" if images.iteration is None else f", iteration {images.iteration}"
     fig.suptitle(
         f"trial {images.number}{at}: field of view, offset and ramp removed, "
