@@ -5,7 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench-forward bench-engines bench-scale bench-batched bench-peers peers-env \
+.PHONY: run test bench-forward bench-engines bench-scale bench-profile bench-batched bench-peers \
+	peers-env \
 	transfer clean-cache
 
 # Peer packages, each in its own virtual environment under $(PEERS_DIR) (what
@@ -31,6 +32,9 @@ bench-engines: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(BIN)/python -m ptyopt.benchmarks.scale
+
+bench-profile: $(STAMP)
+	$(BIN)/python -m ptyopt.benchmarks.profile
 
 bench-batched: $(STAMP)
 	$(BIN)/python -m ptyopt.benchmarks.batched_trials

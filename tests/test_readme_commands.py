@@ -146,6 +146,10 @@ EXCLUDED: dict[str, str] = {
     "make bench-engines": "a benchmark of minutes on the bench dataset (reports/engines.md)",
     "make bench-scale": "a benchmark of hours on experiment-sized data (reports/scale.md); "
     "tests/test_scale_benchmark.py checks its data and its growth exponents",
+    "make bench-profile": "a benchmark of minutes on thick10 (reports/profile.md); "
+    "tests/test_profile_benchmark.py checks its FFT counts against the algebra",
+    "python -m ptyopt.benchmarks.parity": "rewrites reports/peers/parity.md from the "
+    "committed comparisons; tests/test_parity_report.py checks its table",
     "make bench-batched": "a benchmark of many minutes: shipped studies run six times each "
     "(reports/batched_trials.md)",
     "make transfer": "a benchmark of minutes: two datasets simulated, a 40-trial study",

@@ -9,7 +9,7 @@ interface, :mod:`ptyopt.peers.ours`), and the packages alternate within each rep
 (ptyopt, peer, ptyopt, peer, …) so that their times are measured under the same load.
 Packages whose adapter module or environment is missing are skipped, with the reason
 in the report. Writes ``reports/peers/peers.csv``, ``peers.md`` and
-``convergence.png``.
+``convergence.png``, and refreshes ``parity.md`` (:mod:`ptyopt.benchmarks.parity`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ptyopt import paths  # noqa: E402
+from ptyopt.benchmarks.parity import write_parity  # noqa: E402
 from ptyopt.benchmarks.report import regenerate_command, write_report  # noqa: E402
 from ptyopt.data.cache import cached_dataset_path, load_or_simulate  # noqa: E402
 from ptyopt.data.recipe import load_recipe  # noqa: E402
@@ -328,6 +329,10 @@ def _method_lines(
         "`convergence.png`: NRMSE of the object saved every",
         f"{args.every} iterations (first repeat) against the run's cumulative iteration",
         "time (compilation included; the copies are not timed).",
+        "",
+        "Tuned against tuned (each package's engine family tuned with the same trial",
+        "budget; `study=scoreboard`, `study=scoreboard_thick`) and whether ptyopt reaches",
+        "the best peer's NRMSE and SSIM there: [parity.md](parity.md).",
     ]
     if skipped:
         lines += ["", "Skipped:", *(f"- {key}: {reason}" for key, reason in skipped.items())]
@@ -361,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         lines = _method_lines(args, argv, {**skipped, **not_run}, time.perf_counter() - started)
         write_report(args.output / "peers.md", "Peer scoreboard", lines, table(runs), DECIMALS)
         plot_convergence(runs, args.output / "convergence.png")
+        write_parity(paths.reports_dir(), args.output, argv=[])
 
     run_all(
         cases(args.datasets, args.engines, args.iterations, args.every),

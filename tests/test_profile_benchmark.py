@@ -1,0 +1,50 @@
+"""The profile benchmark's work count: FFTs counted from traced jaxprs equal the counts
+derived by hand from the multislice algebra (scan bodies times their length, the
+cheaper branch of a cond)."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from ptyopt import model
+from ptyopt.benchmarks import profile, scale
+
+
+def test_forward_model_fft_count_is_the_multislice_count():
+    groups, modes, slices, n = 5, 2, 3, 16
+    obj = jnp.ones((slices, 40, 40), jnp.complex64)
+    probe = jnp.ones((modes, n, n), jnp.complex64)
+    positions = jnp.full((groups, 2), 20.0)
+    propagators = jnp.ones((slices - 1, n, n), jnp.complex64)
+    ramp = jnp.ones((n, n), jnp.complex64)
+    jaxpr = jax.make_jaxpr(model.far_field_intensities)(obj, probe, positions, propagators, ramp)
+    work = profile.count_work(jaxpr.jaxpr)
+    # probe spectrum (M), shifted probes (G·M), S−1 propagations of 2 FFTs, far field
+    expected = modes + groups * modes * (1 + 2 * (slices - 1) + 1)
+    assert work.ffts == {(n, n): expected}
+    assert work.unknown_loops == 0
+    assert work.other_bytes > 0
+
+
+def test_cond_counts_its_cheaper_branch_and_scan_its_length():
+    def f(x, flag):
+        def body(carry, _):
+            carry = jax.lax.cond(
+                flag > 0, lambda y: jnp.fft.ifft2(jnp.fft.fft2(y)), lambda y: y * 2, carry
+            )
+            return jnp.fft.fft2(carry), None
+
+        return jax.lax.scan(body, x, None, length=7)[0]
+
+    work = profile.count_work(jax.make_jaxpr(f)(jnp.ones((3, 8, 8), jnp.complex64), 1).jaxpr)
+    assert work.ffts == {(8, 8): 7 * 3}
+
+
+@pytest.mark.parametrize("slices", [1, 3])
+def test_epie_iteration_fft_count(slices):
+    # ePIE per position and mode: the shifted probe (1), S−1 forward propagations (2
+    # each), the far field (1), its inverse (1), S−1 backward propagations (2 each), the
+    # probe update shifted back (2): 4S + 1; plus the probe's spectrum once per group.
+    measurements, _ = scale.synthetic_measurements(side=4, pixels=32, slices=slices)
+    work = profile.iteration_work(measurements, "epie", group=8, slices=slices, modes=1)
+    assert work.ffts == {(32, 32): 16 * (4 * slices + 1) + 2}
