@@ -3,7 +3,7 @@ positions per second and peak memory per engine, group size, slices and probe mo
 
 Run ``python -m ptyopt.benchmarks.engines`` (``--quick`` for one small case per
 engine; ``--engines``, ``--groups``, ``--slices``, ``--modes`` select cases). Each case
-runs in its own process, so that its peak resident memory (``ru_maxrss``) and its
+runs in its own process, so that its peak resident memory (``VmHWM``) and its
 compilation are its own. In the process: the bench dataset (32×32 positions, 64 px,
 simulated once and cached) is loaded, an initial state with S slices and M modes is
 built, the engine's runner does one iteration (compilation + run) and then
@@ -22,7 +22,6 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
 import argparse
 import itertools
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import pandas as pd
 
 from ptyopt import paths
 from ptyopt.benchmarks.report import regenerate_command, write_report
+from ptyopt.peers.exchange import peak_rss_MB
 
 ENGINE_DEFAULTS = {
     "gradient": {"object_solver": {"learning_rate": 0.02}},
@@ -68,17 +68,10 @@ def measure_case(
     return time_iterations(measurements, engine, group, slices, modes, iterations)
 
 
-def time_iterations(
-    measurements, engine: str, group: int, slices: int, modes: int, iterations: int
-) -> dict[str, float]:
-    """Run ``engine`` (:data:`ENGINE_DEFAULTS`, probe refined from the start) on
-    ``measurements`` (:class:`ptyopt.initial.Measurements`) with groups of ``group``,
-    ``slices`` slices and ``modes`` probe modes for 1 + ``iterations`` iterations in
-    this process. Returns compile_s (first iteration minus s_per_iter), s_per_iter (the
-    median of the timed iterations) [s], positions_per_s, peak_rss_MB (the process's
-    maximum resident memory) and rss_growth_MB (its growth since the call) [MiB]."""
-    import jax
-
+def engine_runner(measurements, engine: str, group: int, slices: int, modes: int, iterations: int):
+    """The runner of ``engine`` (:data:`ENGINE_DEFAULTS`, probe refined from the start,
+    ``iterations`` planned) on ``measurements`` with groups of ``group``, ``slices``
+    slices and ``modes`` probe modes, its initial state and its grouper (sparse)."""
     from ptyopt.engines.common import ENGINE_MODULES, prepare_state
     from ptyopt.grouping import Grouper
     from ptyopt.initial import initial_state
@@ -89,7 +82,7 @@ def time_iterations(
             "engines": [
                 {
                     "kind": engine,
-                    "iterations": iterations + 1,
+                    "iterations": iterations,
                     "group_size": group,
                     "probe_update_start": 0,
                     **ENGINE_DEFAULTS[engine],
@@ -97,11 +90,27 @@ def time_iterations(
             ]
         }
     ).engines[0]
-    rss_before = _rss_MB()
     state = prepare_state(initial_state(measurements, slices, modes, seed=0), settings, 0)
     module = __import__(ENGINE_MODULES[engine], fromlist=["make_runner"])
     runner = module.make_runner(settings, measurements, state)
-    grouper = Grouper(measurements.geometry.positions_px, group, "sparse", 0)
+    return runner, state, Grouper(measurements.geometry.positions_px, group, "sparse", 0)
+
+
+def time_iterations(
+    measurements, engine: str, group: int, slices: int, modes: int, iterations: int
+) -> dict[str, float]:
+    """Run ``engine`` (:func:`engine_runner`) on ``measurements``
+    (:class:`ptyopt.initial.Measurements`) for 1 + ``iterations`` iterations in this
+    process. Returns compile_s (first
+    iteration minus s_per_iter), s_per_iter (the median of the timed iterations) [s],
+    positions_per_s, peak_rss_MB (the process's maximum resident memory) and
+    rss_growth_MB (its growth since the call) [MiB]."""
+    import jax
+
+    rss_before = _rss_MB()
+    runner, state, grouper = engine_runner(
+        measurements, engine, group, slices, modes, iterations + 1
+    )
     seconds = []
     for iteration in range(iterations + 1):
         started = time.perf_counter()
@@ -109,7 +118,7 @@ def time_iterations(
         jax.block_until_ready(state.object)
         seconds.append(time.perf_counter() - started)
     per_iteration = statistics.median(seconds[1:])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_MB()
     return {
         "engine": engine,
         "group": group,

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from ptyopt import paths
-from ptyopt.benchmarks.engines import ENGINE_DEFAULTS, time_iterations
+from ptyopt.benchmarks.engines import engine_runner, time_iterations
 from ptyopt.benchmarks.report import regenerate_command, write_report
 
 COLUMNS = [
@@ -149,32 +149,11 @@ def count_work(jaxpr) -> Work:
 
 
 def iteration_work(measurements, engine: str, group: int, slices: int, modes: int) -> Work:
-    """The work of one iteration of ``engine`` (:data:`ENGINE_DEFAULTS`, probe refined)
+    """The work of one iteration of ``engine`` (:func:`ptyopt.benchmarks.engines.engine_runner`)
     on ``measurements`` with groups of ``group``, ``slices`` slices and ``modes`` modes."""
     import jax
 
-    from ptyopt.engines.common import ENGINE_MODULES, prepare_state
-    from ptyopt.grouping import Grouper
-    from ptyopt.initial import initial_state
-    from ptyopt.plan import parse_plan
-
-    settings = parse_plan(
-        {
-            "engines": [
-                {
-                    "kind": engine,
-                    "iterations": 2,
-                    "group_size": group,
-                    "probe_update_start": 0,
-                    **ENGINE_DEFAULTS[engine],
-                }
-            ]
-        }
-    ).engines[0]
-    state = prepare_state(initial_state(measurements, slices, modes, seed=0), settings, 0)
-    module = __import__(ENGINE_MODULES[engine], fromlist=["make_runner"])
-    runner = module.make_runner(settings, measurements, state)
-    grouper = Grouper(measurements.geometry.positions_px, group, "sparse", 0)
+    runner, state, grouper = engine_runner(measurements, engine, group, slices, modes, 2)
     step = runner.step(state, grouper.groups(0), 0)
     function = partial(step.function, structure=step.structure)
     return count_work(jax.make_jaxpr(function)(*step.arguments).jaxpr)

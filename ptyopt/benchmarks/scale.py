@@ -85,10 +85,10 @@ class Case:
 
 BASE = {"side": 32, "pixels": 128, "slices": 6, "modes": 1}
 FACTORS = {"side": [16, 64], "pixels": [64, 256], "slices": [1, 20], "modes": [4, 12]}
-LARGE = [
-    {"side": 80, "pixels": 128, "slices": 20, "modes": 1},  # phaser's paper
-    {"side": 128, "pixels": 128, "slices": 6, "modes": 12},  # PtyRAD's paper
-]
+LARGE = {
+    "phaser": {"side": 80, "pixels": 128, "slices": 20, "modes": 1},  # phaser's paper
+    "ptyrad": {"side": 128, "pixels": 128, "slices": 6, "modes": 12},  # PtyRAD's paper
+}
 
 
 def scaling_cases(engines: Sequence[str]) -> list[Case]:
@@ -97,8 +97,9 @@ def scaling_cases(engines: Sequence[str]) -> list[Case]:
     return [Case(engine, **shape, set="scaling") for engine in engines for shape in shapes]
 
 
-def large_cases(engines: Sequence[str]) -> list[Case]:
-    return [Case(engine, **shape, set="large") for engine in engines for shape in LARGE]
+def large_cases(engines: Sequence[str], names: Sequence[str] = tuple(LARGE)) -> list[Case]:
+    """The large cases ``names`` (keys of :data:`LARGE`) for every engine."""
+    return [Case(engine, **LARGE[name], set="large") for engine in engines for name in names]
 
 
 def synthetic_measurements(side: int, pixels: int, slices: int, seed: int = 0):
@@ -262,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--large-iterations", type=int, default=1, help="timed iterations per large case"
     )
     parser.add_argument(
+        "--large", nargs="+", default=list(LARGE), choices=list(LARGE), help="large cases"
+    )
+    parser.add_argument(
         "--merge",
         action="store_true",
         help="keep the rows of the existing table for cases this run does not measure",
@@ -278,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if "scaling" in args.sets:
         cases += scaling_cases(args.engines)
     if "large" in args.sets:
-        cases += large_cases(args.engines)
+        cases += large_cases(args.engines, args.large)
     started = time.perf_counter()
     table = run_cases(cases, {"scaling": args.iterations, "large": args.large_iterations})
     csv = args.output.with_suffix(".csv")
