@@ -33,7 +33,7 @@ def test_table_takes_medians_and_the_ratio_to_ptyopt():
         _run("phaser", "lsqml", 2, 4.0, 0.0),
     ]
     table = peers.table(runs)
-    assert list(table.columns) == [*peers.COLUMNS, "repeats"]
+    assert list(table.columns) == [*peers.COLUMNS, "repeats", "measured"]
     table = table.set_index("package")
     assert table.loc["ptyopt", "s_per_iter"] == 2.0
     assert table.loc["phaser", "s_per_iter"] == 4.0
@@ -50,3 +50,18 @@ def test_missing_adapters_are_skipped_with_the_reason(monkeypatch, tmp_path):
     assert list(adapters) == ["ptyopt"]
     assert "not installed" in skipped["phaser"]
     assert "no adapter module" in skipped["nosuchpeer"]
+
+
+def test_merge_keeps_earlier_rows_this_run_did_not_measure(tmp_path):
+    earlier = peers.table(
+        [_run("ptyopt", "lsqml", 0, 1.0, 0.2), _run("phaser", "lsqml", 0, 3.0, 0.1)]
+    )
+    earlier.drop(columns="measured").to_csv(tmp_path / "peers.csv", index=False)
+    new = peers.table([_run("ptyopt", "lsqml", 0, 2.0, 0.3), _run("ptychi", "lsqml", 0, 8.0, 0.2)])
+    rows = peers.merged(new, tmp_path / "peers.csv").set_index("package")
+    assert sorted(rows.index) == ["phaser", "ptychi", "ptyopt"]
+    assert rows.loc["ptyopt", "s_per_iter"] == 2.0  # this run's, not the earlier one
+    assert rows.loc["phaser", "time_ratio_to_ptyopt"] == pytest.approx(3.0)  # its own run's
+    assert rows.loc["ptychi", "time_ratio_to_ptyopt"] == pytest.approx(4.0)
+    assert rows.loc["phaser", "measured"] == "earlier run"
+    assert peers.merged(new, tmp_path / "absent.csv") is new

@@ -9,7 +9,8 @@ interface, :mod:`ptyopt.peers.ours`), and the packages alternate within each rep
 (ptyopt, peer, ptyopt, peer, …) so that their times are measured under the same load.
 Packages whose adapter module or environment is missing are skipped, with the reason
 in the report. Writes ``reports/peers/peers.csv``, ``peers.md`` and
-``convergence.png``, and refreshes ``parity.md`` (:mod:`ptyopt.benchmarks.parity`).
+``convergence.png`` (its points in ``convergence.csv``), and refreshes ``parity.md``
+(:mod:`ptyopt.benchmarks.parity`).
 """
 
 from __future__ import annotations
@@ -227,30 +228,53 @@ def table(runs: Sequence[Run]) -> pd.DataFrame:
         row.s_per_iter / ours.get((row.dataset, row.engine), float("nan"))
         for row in frame.itertuples()
     ]
-    columns = [*COLUMNS, "repeats"]
+    frame["measured"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    columns = [*COLUMNS, "repeats", "measured"]
     return frame[columns].sort_values(["dataset", "engine", "package"]).reset_index(drop=True)
 
 
-def plot_convergence(runs: Sequence[Run], path: Path) -> None:
-    """NRMSE against the run's cumulative iteration time (first repeat), one panel per
+def curves(runs: Sequence[Run]) -> pd.DataFrame:
+    """The convergence curves of the full (first) runs: one row per saved object
+    (dataset, package, engine, seconds [s] of cumulative iteration time, nrmse)."""
+    rows = [
+        (run.case.dataset, run.package, run.case.plan.engine, seconds, nrmse)
+        for run in runs
+        for seconds, nrmse in run.curve
+    ]
+    return pd.DataFrame(rows, columns=[*KEYS, "seconds", "nrmse"])
+
+
+def merged(new: pd.DataFrame, earlier_csv: Path) -> pd.DataFrame:
+    """``new`` and the rows of an earlier table (``earlier_csv``, if it exists) for
+    the dataset × engine × package that ``new`` does not hold."""
+    if not earlier_csv.exists():
+        return new
+    earlier = pd.read_csv(earlier_csv)
+    if "measured" in new and "measured" not in earlier:
+        earlier["measured"] = "earlier run"
+    measured = earlier[KEYS].apply(tuple, axis=1).isin(new[KEYS].apply(tuple, axis=1))
+    return pd.concat([earlier[~measured], new], ignore_index=True)
+
+
+def plot_convergence(points: pd.DataFrame, path: Path) -> None:
+    """NRMSE against the run's cumulative iteration time (:func:`curves`), one panel per
     dataset, one line per package × engine."""
-    datasets = sorted({run.case.dataset for run in runs})
+    datasets = sorted(points.dataset.unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
     styles = {"ptyopt": "-", "phaser": "--", "py4dstem": ":", "ptyrad": "-.", "ptychi": "-."}
     colours = {"epie": "C0", "lsqml": "C1", "gradient": "C2"}
     for ax, dataset in zip(axes[0], datasets, strict=True):
-        for run in runs:
-            if run.case.dataset != dataset or not run.curve:
-                continue
-            seconds, nrmse = zip(*run.curve, strict=True)
+        for (package, engine), line in points[points.dataset == dataset].groupby(
+            ["package", "engine"]
+        ):
             ax.plot(
-                seconds,
-                nrmse,
-                styles.get(run.package, "-"),
-                color=colours.get(run.case.plan.engine),
+                line.seconds,
+                line.nrmse,
+                styles.get(package, "-"),
+                color=colours.get(engine),
                 marker="o",
                 markersize=3,
-                label=f"{run.package} {run.case.plan.engine}",
+                label=f"{package} {engine}",
             )
         ax.set_title(dataset)
         ax.set_xlabel("cumulative iteration time [s]")
@@ -263,7 +287,9 @@ def plot_convergence(runs: Sequence[Run], path: Path) -> None:
     plt.close(fig)
 
 
-#: The issue's columns, in order (``repeats`` follows them).
+#: What identifies a row of the table (and a curve).
+KEYS = ["dataset", "engine", "package"]
+#: The issue's columns, in order (``repeats`` and ``measured`` follow them).
 COLUMNS = (
     "dataset",
     "package",
@@ -325,7 +351,9 @@ def _method_lines(
         "and registration (`ptyopt.metrics.score_object`, as every ptyopt report),",
         "of the full run; time_ratio_to_ptyopt: s_per_iter over ptyopt's for the same",
         "dataset × engine (> 1: the peer is slower). Each run is a fresh process; within a",
-        "repeat the packages alternate (ptyopt, peer, …) case by case.",
+        "repeat the packages alternate (ptyopt, peer, …) case by case. measured: when",
+        "the row's run wrote it (UTC); with `--merge`, rows of earlier runs are kept for",
+        "what a run does not measure, each with the time ratio of its own run.",
         "`convergence.png`: NRMSE of the object saved every",
         f"{args.every} iterations (first repeat) against the run's cumulative iteration",
         "time (compilation included; the copies are not timed).",
@@ -351,6 +379,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--every", type=int, default=5, help="convergence snapshot interval")
     parser.add_argument("--quick", action="store_true", help="thin dataset, 6 iterations, once")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the earlier table's rows (and curves) for the dataset × engine × package "
+        "this run does not measure; each row's time ratio is to the ptyopt of its own run",
+    )
     parser.add_argument("--output", type=Path, default=paths.reports_dir() / "peers")
     args = parser.parse_args(argv)
     if args.quick:
@@ -364,8 +398,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def report(runs: list[Run], not_run: dict[str, str]) -> None:
         lines = _method_lines(args, argv, {**skipped, **not_run}, time.perf_counter() - started)
-        write_report(args.output / "peers.md", "Peer scoreboard", lines, table(runs), DECIMALS)
-        plot_convergence(runs, args.output / "convergence.png")
+        rows, points = table(runs), curves(runs)
+        if args.merge:
+            rows = merged(rows, args.output / "peers.csv").sort_values(KEYS)
+            points = merged(points, args.output / "convergence.csv")
+        write_report(args.output / "peers.md", "Peer scoreboard", lines, rows, DECIMALS)
+        points.to_csv(args.output / "convergence.csv", index=False)
+        plot_convergence(points, args.output / "convergence.png")
         write_parity(paths.reports_dir(), args.output, argv=[])
 
     run_all(
