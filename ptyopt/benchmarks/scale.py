@@ -20,7 +20,12 @@ Cases: the ``scaling`` set varies one factor at a time from a base of 32×32 pos
 FFT reaches in this process (measured first, on 64 × N² complex64 transforms):
 3 × 2 × slices FFTs per position and mode (forward, backward and the update's
 re-propagation; DESIGN §13), 5·N²·log2(N²) flops each; ``of_bound`` =
-fft_bound_s / s_per_iter (1 would be FFT-bound).
+fft_bound_s / s_per_iter (1 would be FFT-bound). Both are estimates: the count is
+DESIGN's rule of thumb, and the rate, measured once before the case runs, moves with
+the machine's load (an ``of_bound`` above 1 means the rate was measured while the
+machine was busier than during the iteration). The exact FFT count of each engine's
+iteration, counted from its traced computation, and its FFT time measured beside the
+iteration: ``make bench-profile`` (``reports/profile.md``).
 """
 
 from __future__ import annotations
