@@ -125,45 +125,77 @@ def forward(inputs: dict) -> dict:
     return outputs
 
 
+def _sparse_groups(positions: np.ndarray, size: int, seed: int) -> list[np.ndarray]:
+    """PtyRAD's ``sparse`` grouping (its ``make_batches``: farthest-point sampling into
+    len // size groups, seeded), from its ``solver/grouping.py`` loaded as a file: the
+    ``ptyrad.solver`` package does not import on Python 3.11 (module docstring)."""
+    import importlib.util
+
+    import ptyrad
+
+    path = Path(ptyrad.__file__).parent / "solver" / "grouping.py"
+    spec = importlib.util.spec_from_file_location("ptyrad_grouping", path)
+    grouping = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grouping)
+    return grouping.sparse_sampler_fps(positions, max(1, len(positions) // size), seed=seed)
+
+
+def _toggle_gradients(model, niter: int) -> None:
+    """PtyRAD's ``toggle_grad_requires``: a tensor has gradients from its ``start_iter``
+    up to (not including) its ``end_iter``."""
+    for name, tensor in model.optimizable_tensors.items():
+        start, end = model.start_iter.get(name), model.end_iter.get(name)
+        tensor.requires_grad = (start is not None and niter >= start) and not (
+            end is not None and niter + 1 > end
+        )
+
+
+def _iteration(model, optimizer, loss_fn, constraint_fn, batches, niter: int) -> float:
+    """One iteration as PtyRAD's ``recon_step`` runs it for a first-order optimizer
+    without gradient accumulation: per batch, its forward model, its combined loss,
+    backward and one optimizer step; then its iteration-wise constraints. Returns the
+    mean total loss over the batches."""
+    total = 0.0
+    optimizer.zero_grad()
+    for batch in batches:
+        model_dp = model(batch)
+        obja_patches, objp_patches = model._current_object_patches
+        loss, _ = loss_fn(
+            model_dp, model.get_measurements(batch), obja_patches, objp_patches, model.omode_occu
+        )
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        model.clear_cache()
+        total += float(loss.detach())
+    constraint_fn(model, niter)
+    return total / len(batches)
+
+
 def reconstruct(inputs: dict) -> dict:
-    """PtyRAD's reconstruction loop, timed per iteration."""
+    """PtyRAD's reconstruction, timed per iteration."""
     import torch
-    from ptyrad.solver.reconstruction import (
-        compute_loss,
-        create_optimizer,
-        make_batches,
-        recon_step,
-        toggle_grad_requires,
-    )
 
     params, _, model, loss_fn, constraint_fn = _built(inputs)
     recon = params["recon_params"]
-    optimizer = create_optimizer(model.optimizer_params, model.optimizable_params)
-    positions = (model.crop_pos + model.opt_probe_pos_shifts).detach().cpu().numpy()
-    indices = np.arange(len(positions))
-    batches = make_batches(
-        indices, positions, recon["BATCH_SIZE"]["size"], recon["GROUP_MODE"], int(inputs["seed"])
+    if recon["GROUP_MODE"] != "sparse" or recon["BATCH_SIZE"]["grad_accumulation"] != 1:
+        raise ValueError("this worker runs PtyRAD's sparse groups without gradient accumulation")
+    optimizer_params = model.optimizer_params
+    optimizer = getattr(torch.optim, optimizer_params["name"])(
+        model.optimizable_params, **(optimizer_params.get("configs") or {})
     )
-    batches = [torch.from_numpy(np.asarray(batch)) for batch in batches]
+    positions = (model.crop_pos + model.opt_probe_pos_shifts).detach().cpu().numpy()
+    groups = _sparse_groups(positions, recon["BATCH_SIZE"]["size"], int(inputs["seed"]))
+    batches = [torch.from_numpy(np.asarray(group, np.int64)) for group in groups]
     every = int(inputs.get("snapshot_every", 0))
+    niters = int(recon["NITER"])
     seconds, losses, snapshot_iterations, snapshots = [], [], [], []
-    for niter in range(1, int(recon["NITER"]) + 1):
+    for niter in range(1, niters + 1):
         start = time.perf_counter()
-        toggle_grad_requires(model, niter)
-        batch_losses = recon_step(
-            batches,
-            recon["BATCH_SIZE"]["grad_accumulation"],
-            model,
-            optimizer,
-            None,
-            loss_fn,
-            constraint_fn,
-            niter,
-            compute_loss_fn=compute_loss,
-        )
+        _toggle_gradients(model, niter)
+        losses.append(_iteration(model, optimizer, loss_fn, constraint_fn, batches, niter))
         seconds.append(time.perf_counter() - start)
-        losses.append(float(sum(np.mean(v) for v in batch_losses.values())))
-        if every and niter % every == 0 and niter < int(recon["NITER"]):
+        if every and niter % every == 0 and niter < niters:
             snapshot_iterations.append(niter)
             snapshots.append(_object(model))
     return {
