@@ -197,6 +197,14 @@ def test_ptyrad_refuses_what_it_lacks(tiny_dataset):
         )
     with pytest.raises(ConfigError, match="probe_learning_rate"):
         adapter.ptyrad_inputs(tiny_dataset, _plan(step={"learning_rate": 0.1}))
+    with pytest.raises(ConfigError, match="sparse groups"):
+        adapter.ptyrad_inputs(
+            tiny_dataset, _plan(native={"recon_params": {"GROUP_MODE": "compact"}})
+        )
+    with pytest.raises(ConfigError, match="LBFGS"):
+        adapter.ptyrad_inputs(
+            tiny_dataset, _plan(native={"model_params": {"optimizer_params": {"name": "LBFGS"}}})
+        )
     with pytest.raises(ConfigError, match="params sections"):
         adapter.ptyrad_inputs(tiny_dataset, _plan(native={"solver": {}}))
     fixed = adapter.ptyrad_inputs(

@@ -217,6 +217,21 @@ def _with_native(params: dict[str, Any], native: dict[str, Any]) -> dict[str, An
     return merged
 
 
+def _check_loop(params: dict[str, Any]) -> None:
+    """Refuse native settings the worker's iteration (PtyRAD's ``recon_step`` for a
+    first-order optimizer, :mod:`ptyopt.peers.ptyrad_worker`) does not run."""
+    recon = params["recon_params"]
+    optimizer = params["model_params"]["optimizer_params"]["name"]
+    if recon["GROUP_MODE"] != "sparse" or recon["BATCH_SIZE"].get("grad_accumulation", 1) != 1:
+        raise ConfigError(
+            "peer 'ptyrad': only PtyRAD's sparse groups without gradient accumulation are "
+            f"run (native recon_params GROUP_MODE {recon['GROUP_MODE']!r}, BATCH_SIZE "
+            f"{recon['BATCH_SIZE']})"
+        )
+    if optimizer == "LBFGS":
+        raise ConfigError("peer 'ptyrad': LBFGS (a closure-driven optimizer) is not run")
+
+
 def ptyrad_inputs(dataset: PtychoDataset, plan: PeerPlan) -> dict[str, Any]:
     """The worker's inputs: the dataset and the plan as PtyRAD's params and arrays
     (every convention in the module docstring)."""
@@ -278,6 +293,7 @@ def ptyrad_inputs(dataset: PtychoDataset, plan: PeerPlan) -> dict[str, Any]:
         },
     }
     params = _with_native(params, plan.native)
+    _check_loop(params)
     rng = np.random.default_rng(plan.seed)
     initial = np.exp(1j * 1e-8 * rng.random((1, plan.slices, *geometry.shape)))
     return {

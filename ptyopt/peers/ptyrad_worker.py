@@ -6,12 +6,17 @@ Every convention has already been mapped by :mod:`ptyopt.peers.ptyrad` (the inpu
 PtyRAD's params, less the arrays); this script hands the arrays to PtyRAD's own
 machinery — its params schema (``PtyRADParams``, defaults filled and validated), its
 ``Initializer`` (measurements, calibration, probe simulation, positions, propagator),
-``PtychoModel``, ``CombinedLoss``, ``CombinedConstraint``, ``create_optimizer``,
-``make_batches`` and ``recon_step`` — and either
+``PtychoModel`` (forward model), ``CombinedLoss`` and ``CombinedConstraint`` — and either
 
-- reconstructs: PtyRAD's iteration loop (``recon_loop`` without its file output and
-  plots: ``toggle_grad_requires`` then ``recon_step`` per iteration), each iteration
-  timed, the object copied every ``snapshot_every`` iterations outside the timed span;
+- reconstructs: PtyRAD's iteration as its ``recon_step`` runs it for a first-order
+  torch optimizer (per batch: forward, loss, backward, step; then the iteration-wise
+  constraints), with its ``toggle_grad_requires`` and its ``sparse`` groups
+  (``make_batches``), each iteration timed and the object copied every
+  ``snapshot_every`` iterations outside the timed span. Those three are PtyRAD's
+  ``ptyrad.solver`` code, re-stated here (the groups' sampler is loaded from its file):
+  PtyRAD 1.0.0's ``ptyrad.solver`` package does not import on Python 3.11, its
+  ``ptyrad.plotting.basic`` (imported by ``ptyrad.solver.__init__``) uses Python 3.12's
+  f-string syntax (quotes nested inside an f-string), a SyntaxError before 3.12;
 - or, in ``forward`` mode, evaluates PtyRAD's forward model (``PtychoModel.forward``:
   its object patches, sub-pixel probe shifts, multislice and far field) on a given
   object and probe at every position.
@@ -178,8 +183,6 @@ def reconstruct(inputs: dict) -> dict:
 
     params, _, model, loss_fn, constraint_fn = _built(inputs)
     recon = params["recon_params"]
-    if recon["GROUP_MODE"] != "sparse" or recon["BATCH_SIZE"]["grad_accumulation"] != 1:
-        raise ValueError("this worker runs PtyRAD's sparse groups without gradient accumulation")
     optimizer_params = model.optimizer_params
     optimizer = getattr(torch.optim, optimizer_params["name"])(
         model.optimizable_params, **(optimizer_params.get("configs") or {})
