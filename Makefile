@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: run test bench-forward bench-engines bench-scale bench-profile bench-batched bench-peers \
-	peers-env \
+	peers-env peers-env-torch \
 	transfer clean-cache
 
 # Peer packages, each in its own virtual environment under $(PEERS_DIR) (what
@@ -42,6 +42,29 @@ bench-peers: $(STAMP)
 	PTYOPT_PEERS_DIR=$(abspath $(PEERS_DIR)) $(BIN)/python -m ptyopt.benchmarks.peers
 
 peers-env: $(PEERS_DIR)/phaser/.installed $(PEERS_DIR)/py4dstem/.installed
+
+# Optional torch peers (PtyRAD, pty-chi): both import torchvision, whose PyPI build does
+# not load beside the CPU torch 2.13.0 on this machine's disk; torch 2.14.1 with
+# torchvision 0.29.1 (a CUDA build, about 5.5 GB, that runs on the CPU) does. Their
+# packages go in without dependencies (PtyRAD's list includes jupyter), then what they
+# import.
+peers-env-torch: $(PEERS_DIR)/ptyrad/.installed $(PEERS_DIR)/ptychi/.installed
+
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+TORCH_PEER_PINS_ptyrad := ptyrad==1.0.0
+TORCH_PEER_DEPS_ptyrad := numpy h5py pyyaml pydantic scipy matplotlib tifffile optuna zarr \
+	accelerate scikit-learn
+TORCH_PEER_PINS_ptychi := ptychi==2.2.0
+TORCH_PEER_DEPS_ptychi := "numpy>=2.1" h5py pandas "pydantic>=2,<3" scikit-image scikit-learn \
+	scipy tqdm "matplotlib>=3.10.6"
+
+$(PEERS_DIR)/ptyrad/.installed $(PEERS_DIR)/ptychi/.installed: $(PEERS_DIR)/%/.installed:
+	$(PYTHON) -m venv $(PEERS_DIR)/$*
+	$(PEERS_DIR)/$*/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_DIR)/$*/bin/python -m pip install --quiet $(TORCH_PINS)
+	$(PEERS_DIR)/$*/bin/python -m pip install --quiet --no-deps $(TORCH_PEER_PINS_$*)
+	$(PEERS_DIR)/$*/bin/python -m pip install --quiet $(TORCH_PEER_DEPS_$*)
+	touch $@
 
 $(PEERS_DIR)/%/.installed:
 	$(PYTHON) -m venv $(PEERS_DIR)/$*

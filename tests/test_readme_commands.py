@@ -157,6 +157,8 @@ EXCLUDED: dict[str, str] = {
     "(reports/peers/); tests/test_bench_peers.py checks its table",
     "make peers-env": "downloads the peer packages (phaser, py4DSTEM) from PyPI; the "
     "convention tests run where they are installed (tests/test_peer_*.py)",
+    "make peers-env-torch": "downloads torch with torchvision (about 5.5 GB per "
+    "environment) for PtyRAD and pty-chi; their convention tests skip without them",
     "python -m ptyopt import": "the command's name in prose (alone it prints its usage, "
     "exit 2); its template and every example above are run",
     "python -m ptyopt study=lsqml_bench storage=postgres "
