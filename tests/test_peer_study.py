@@ -148,7 +148,16 @@ def test_a_peer_plan_takes_no_keys_of_ours(ours_as_a_peer):
 
 
 @pytest.mark.parametrize(
-    "engine", ["phaser_lsqml", "phaser_epie", "phaser_gradient", "py4dstem_epie"]
+    "engine",
+    [
+        "phaser_lsqml",
+        "phaser_epie",
+        "phaser_gradient",
+        "py4dstem_epie",
+        "ptychi_lsqml",
+        "ptychi_epie",
+        "ptychi_gradient",
+    ],
 )
 def test_every_shipped_peer_engine_is_a_valid_plan_of_a_family_its_package_runs(engine):
     config, plan_values = validate(composed(f"engine={engine}"))
