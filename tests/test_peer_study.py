@@ -18,7 +18,7 @@ from ptyopt.errors import ConfigError
 from ptyopt.initial import measurements_from
 from ptyopt.paths import conf_dir
 from ptyopt.peers.base import PeerResult
-from ptyopt.peers.study import adapter, parse_peer_plan
+from ptyopt.peers.study import PACKAGES, adapter, parse_peer_plan
 from ptyopt.plan import parse_plan
 from ptyopt.study import runner
 from ptyopt.study.settings import validate
@@ -149,7 +149,11 @@ def test_a_peer_plan_takes_no_keys_of_ours(ours_as_a_peer):
 
 @pytest.mark.parametrize(
     "engine",
-    ["phaser_lsqml", "phaser_epie", "phaser_gradient", "py4dstem_epie", "ptyrad_gradient"],
+    sorted(
+        path.stem
+        for path in (conf_dir() / "engine").glob("*.yaml")
+        if path.stem.split("_")[0] in PACKAGES
+    ),
 )
 def test_every_shipped_peer_engine_is_a_valid_plan_of_a_family_its_package_runs(engine):
     config, plan_values = validate(composed(f"engine={engine}"))
