@@ -25,9 +25,23 @@ def test_best_peer_by_nrmse_and_the_verdict_needs_both_scores(tmp_path):
     table = pd.DataFrame(parity.parity_rows("scoreboard_thick", arms))
     assert list(table.engine) == ["lsqml", "epie"]
     lsqml, epie = table.iloc[0], table.iloc[1]
-    assert lsqml.best_peer == "phaser" and not lsqml.parity
-    assert epie.best_peer == "py4dstem" and epie.parity
-    assert epie.trials == "8 / 6" and epie.peer_s_per_iter == 2.7
+    assert lsqml.best_peer_nrmse == "phaser" and not lsqml.parity
+    assert epie.best_peer_nrmse == "py4dstem" and epie.best_peer_ssim == "py4dstem"
+    assert epie.parity
+    assert epie.trials == "ptyopt 8 / phaser 8 / py4dstem 6" and epie.peer_s_per_iter == 2.7
+
+
+def test_the_best_ssim_may_come_from_another_peer_than_the_best_nrmse():
+    arms = _arms(
+        [
+            ["epie-ptyopt", "thick10", 0.1037, 0.9885, 8, 0.8],
+            ["epie-phaser", "thick10", 0.1118, 0.9888, 8, 2.3],  # worse NRMSE, better SSIM
+            ["epie-py4dstem", "thick10", 0.1040, 0.9872, 8, 2.3],
+        ]
+    )
+    (row,) = parity.parity_rows("scoreboard_thick", arms)
+    assert (row["best_peer_nrmse"], row["best_peer_ssim"]) == ("py4dstem", "phaser")
+    assert row["peer_ssim"] == 0.9888 and not row["parity"]
 
 
 def test_report_names_the_comparisons_not_yet_run(tmp_path):
