@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     measurements = measurements_from(load_or_simulate(args.dataset, progress=False))
     slices = args.slices or measurements.microscope.slices
-    started = time.perf_counter()
+    started, load = time.perf_counter(), os.getloadavg()[0]
     rows = [
         profile_engine(
             measurements, args.dataset, engine, args.group, slices, args.modes, args.iterations
@@ -242,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     lines = [
         f"- this run: {time.perf_counter() - started:.0f} s, load average before it "
-        f"{os.getloadavg()[0]:.1f}",
+        f"{load:.1f} (other work on the machine: the times share it)",
         f"- regenerate: `{regenerate_command(__spec__.name, argv)}`",
         "",
         *(__doc__ or "").splitlines()[2:],
