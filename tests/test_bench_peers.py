@@ -65,3 +65,13 @@ def test_merge_keeps_earlier_rows_this_run_did_not_measure(tmp_path):
     assert rows.loc["ptychi", "time_ratio_to_ptyopt"] == pytest.approx(4.0)
     assert rows.loc["phaser", "measured"] == "earlier run"
     assert peers.merged(new, tmp_path / "absent.csv") is new
+
+
+def test_curves_name_each_point_by_dataset_engine_and_package():
+    run = _run("phaser", "lsqml", 0, 1.0, 0.2)
+    run = peers.Run(run.case, run.package, 0, run.result, run.scores, [(1.0, 0.5), (2.0, 0.3)])
+    points = peers.curves([run])
+    assert points[["dataset", "engine", "package"]].drop_duplicates().values.tolist() == [
+        ["d", "lsqml", "phaser"]
+    ]
+    assert points.seconds.tolist() == [1.0, 2.0] and points.nrmse.tolist() == [0.5, 0.3]

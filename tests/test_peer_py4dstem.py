@@ -157,11 +157,20 @@ def test_py4dstem_reconstruction_comes_back_on_ptyopt_grid(peer_available, tmp_p
     dataset, object_slices, _ = _dataset(1)
     path = write_dataset(tmp_path / "conventions.h5", dataset)
     plan = PeerPlan(
-        "epie", 20, 5, noise_model="amplitude", refine_probe=False, step={"beta_object": 1.0}
+        "epie",
+        20,
+        5,
+        noise_model="amplitude",
+        refine_probe=False,
+        step={"beta_object": 1.0},
+        snapshot_every=8,
     )
     result = py4dstem.run(path, plan, tmp_path / "run")
     assert result.object_slices.shape == object_slices.shape
     assert len(result.iteration_s) == 20 and result.version.startswith("0.14")
+    assert sorted(result.snapshots) == [8, 16, 20]  # every 8th, and the last
+    assert result.snapshots[20] is result.object_slices
+    assert not np.allclose(result.snapshots[8], result.object_slices)
     fov = object_geometry(dataset).field_of_view()
     recon = np.angle(result.object_slices[0])[fov]
     correlations = {

@@ -237,7 +237,13 @@ def curves(runs: Sequence[Run]) -> pd.DataFrame:
     """The convergence curves of the full (first) runs: one row per saved object
     (dataset, package, engine, seconds [s] of cumulative iteration time, nrmse)."""
     rows = [
-        (run.case.dataset, run.package, run.case.plan.engine, seconds, nrmse)
+        {
+            "dataset": run.case.dataset,
+            "engine": run.case.plan.engine,
+            "package": run.package,
+            "seconds": seconds,
+            "nrmse": nrmse,
+        }
         for run in runs
         for seconds, nrmse in run.curve
     ]

@@ -224,8 +224,9 @@ def _unmapped(plan: PeerPlan, settings: dict[str, Any]) -> dict[str, Any]:
 
 def run(dataset_path: str | Path, plan: PeerPlan, workdir: str | Path) -> PeerResult:
     """Reconstruct the dataset file at ``dataset_path`` with py4DSTEM's equivalent of
-    ``plan`` in a fresh process (files in ``workdir``); the object comes back on
-    ptyopt's object grid (:func:`ptyopt.initial.object_geometry`)."""
+    ``plan`` in a fresh process (files in ``workdir``); the object (and every
+    ``plan.snapshot_every``-th iteration's) comes back on ptyopt's object grid
+    (:func:`ptyopt.initial.object_geometry`)."""
     dataset = read_dataset(dataset_path)
     settings = reconstruct_settings(plan, dataset.n_positions)
     geometry = object_geometry(dataset)
@@ -237,9 +238,16 @@ def run(dataset_path: str | Path, plan: PeerPlan, workdir: str | Path) -> PeerRe
         native=settings,
         batch_seeds=seeds,
         seed=int(plan.seed),
+        snapshot_every=int(plan.snapshot_every),
     )
     outputs = run_worker(PACKAGE, worker_path(PACKAGE), inputs, Path(workdir))
-    placed = on_ptyopt_grid(outputs["object"], outputs["positions_px"], geometry)
+    centres = outputs["positions_px"]
+    snapshots = {
+        int(i): on_ptyopt_grid(obj, centres, geometry)
+        for i, obj in zip(outputs["snapshot_iterations"], outputs["snapshots"], strict=True)
+    }
+    placed = on_ptyopt_grid(outputs["object"], centres, geometry)
+    snapshots[plan.iterations] = placed
     recorded = {
         **settings,
         "class": _class_name(plan.slices, plan.probe_modes),
@@ -256,6 +264,7 @@ def run(dataset_path: str | Path, plan: PeerPlan, workdir: str | Path) -> PeerRe
         iteration_s=tuple(float(t) for t in outputs["iteration_s"]),
         peak_rss_MB=float(outputs["peak_rss_MB"]),
         settings=recorded,
+        snapshots=snapshots,
     )
 
 

@@ -20,9 +20,11 @@ py4DSTEM's "x"; ``centre_px`` (2,) where their zero frequency lies; ``positions_
 ``polar`` py4DSTEM's aberration dict; ``padding_px``; ``object`` (S, H, W) complex
 initial object; ``slices``, ``slice_thickness_A``, ``probe_modes``; ``native`` the
 ``reconstruct`` keyword arguments; ``batch_seeds`` one per iteration; ``seed`` of
-NumPy's global generator, from which py4DSTEM draws its extra probe modes.
+NumPy's global generator, from which py4DSTEM draws its extra probe modes;
+``snapshot_every`` k: keep the object every k iterations before the last (0: none).
 Outputs: ``object`` (S, H, W) complex64, ``positions_px`` (n, 2) probe centres in its
-object pixels, ``iteration_s``, ``error``, ``peak_rss_MB``, ``version``; or with
+object pixels, ``iteration_s``, ``error``, ``snapshot_iterations`` and ``snapshots``
+(K, S, H, W), ``peak_rss_MB``, ``version``; or with
 ``forward_only`` ``intensities`` (n, N, N) float64, zero frequency at index 0, and
 ``measured`` (n, N, N) the intensities as py4DSTEM preprocessed them.
 """
@@ -111,6 +113,12 @@ def _forward_intensities(recon) -> np.ndarray:
     return intensity.sum(axis=1) if intensity.ndim == 4 else intensity
 
 
+def _slices_first(obj) -> np.ndarray:
+    """py4DSTEM's object as (S, H, W) complex64 (a single slice gains its axis)."""
+    obj = np.asarray(obj, np.complex64)
+    return obj if obj.ndim == 3 else obj[None]
+
+
 def main(inputs_path: str, outputs_path: str) -> None:
     import py4DSTEM
 
@@ -123,18 +131,23 @@ def main(inputs_path: str, outputs_path: str) -> None:
         outputs["measured"] = np.asarray(recon._amplitudes, np.float64) ** 2
     else:
         native = dict(inputs["native"])
-        times = []
-        for seed in inputs["batch_seeds"]:
+        every = int(inputs.get("snapshot_every", 0))
+        times, snapshot_iterations, snapshots = [], [], []
+        for iteration, seed in enumerate(inputs["batch_seeds"], start=1):
             start = time.perf_counter()
             recon.reconstruct(
                 num_iter=1, reset=False, progress_bar=False, seed_random=int(seed), **native
             )
             times.append(time.perf_counter() - start)
-        obj = np.asarray(recon._object, np.complex64)
+            if every and iteration % every == 0 and iteration < len(inputs["batch_seeds"]):
+                snapshot_iterations.append(iteration)  # the copy is not timed
+                snapshots.append(_slices_first(recon._object))
         outputs.update(
-            object=obj if obj.ndim == 3 else obj[None],
+            object=_slices_first(recon._object),
             iteration_s=np.asarray(times),
             error=np.asarray(recon.error_iterations),
+            snapshot_iterations=np.asarray(snapshot_iterations, np.int64),
+            snapshots=np.stack(snapshots) if snapshots else np.zeros((0, 1, 1, 1), np.complex64),
         )
     outputs["peak_rss_MB"] = exchange.peak_rss_MB()
     exchange.save(outputs_path, outputs)
