@@ -75,3 +75,11 @@ def test_curves_name_each_point_by_dataset_engine_and_package():
         ["d", "lsqml", "phaser"]
     ]
     assert points.seconds.tolist() == [1.0, 2.0] and points.nrmse.tolist() == [0.5, 0.3]
+
+
+def test_merged_skip_reasons_drop_what_now_has_a_row(tmp_path):
+    earlier = tmp_path / "skipped.json"
+    earlier.write_text('{"phaser d lsqml": "NaN", "ptyrad epie": "no such engine"}')
+    rows = peers.table([_run("ptyopt", "lsqml", 0, 1.0, 0.2), _run("phaser", "lsqml", 0, 3.0, 0.1)])
+    reasons = peers.merged_reasons({"ptychi": "not installed"}, rows, earlier)
+    assert reasons == {"ptyrad epie": "no such engine", "ptychi": "not installed"}

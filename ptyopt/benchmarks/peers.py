@@ -9,7 +9,8 @@ interface, :mod:`ptyopt.peers.ours`), and the packages alternate within each rep
 (ptyopt, peer, ptyopt, peer, …) so that their times are measured under the same load.
 Packages whose adapter module or environment is missing are skipped, with the reason
 in the report. Writes ``reports/peers/peers.csv``, ``peers.md`` and
-``convergence.png`` (its points in ``convergence.csv``), and refreshes ``parity.md``
+``convergence.png`` (its points in ``convergence.csv``, the skip reasons in
+``skipped.json``), and refreshes ``parity.md``
 (:mod:`ptyopt.benchmarks.parity`).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import statistics
 import tempfile
@@ -262,6 +264,14 @@ def merged(new: pd.DataFrame, earlier_csv: Path) -> pd.DataFrame:
     return pd.concat([earlier[~measured], new], ignore_index=True)
 
 
+def merged_reasons(reasons: dict[str, str], rows: pd.DataFrame, earlier_json: Path) -> dict:
+    """The skip reasons of this run and of earlier ones (``earlier_json``), less those
+    of an earlier run for a ``<package> <dataset> <engine>`` that now has a row."""
+    earlier = json.loads(earlier_json.read_text()) if earlier_json.exists() else {}
+    measured = {f"{r.package} {r.dataset} {r.engine}" for r in rows.itertuples()}
+    return {**{k: v for k, v in earlier.items() if k not in measured}, **reasons}
+
+
 def plot_convergence(points: pd.DataFrame, path: Path) -> None:
     """NRMSE against the run's cumulative iteration time (:func:`curves`), one panel per
     dataset, one line per package × engine."""
@@ -403,11 +413,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise ConfigError("--packages must include ptyopt (the time ratios are to it)")
 
     def report(runs: list[Run], not_run: dict[str, str]) -> None:
-        lines = _method_lines(args, argv, {**skipped, **not_run}, time.perf_counter() - started)
-        rows, points = table(runs), curves(runs)
+        rows, points, reasons = table(runs), curves(runs), {**skipped, **not_run}
         if args.merge:
             rows = merged(rows, args.output / "peers.csv").sort_values(KEYS)
             points = merged(points, args.output / "convergence.csv")
+            reasons = merged_reasons(reasons, rows, args.output / "skipped.json")
+        (args.output / "skipped.json").write_text(json.dumps(reasons, indent=1) + "\n")
+        lines = _method_lines(args, argv, reasons, time.perf_counter() - started)
         write_report(args.output / "peers.md", "Peer scoreboard", lines, rows, DECIMALS)
         points.to_csv(args.output / "convergence.csv", index=False)
         plot_convergence(points, args.output / "convergence.png")
