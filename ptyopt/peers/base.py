@@ -218,3 +218,35 @@ def on_ptyopt_grid(
         :, y0 - whole[0] : y1 - whole[0], x0 - whole[1] : x1 - whole[1]
     ]
     return placed
+
+
+def worker_result(
+    package: str,
+    plan: PeerPlan,
+    outputs: dict[str, Any],
+    centres_px: np.ndarray,
+    geometry: Geometry,
+    settings: dict[str, Any],
+) -> PeerResult:
+    """The :class:`PeerResult` of a reconstruction worker's ``outputs`` (``object``
+    (S, h, w) and ``snapshots`` (K, S, h, w) at ``snapshot_iterations`` on the peer's
+    grid, whose probe centres (n, 2) [px] are ``centres_px``; ``version``,
+    ``iteration_s``, ``peak_rss_MB``), every object placed on ptyopt's grid
+    (:func:`on_ptyopt_grid`); ``settings`` as the run used them."""
+    snapshots = {
+        int(i): on_ptyopt_grid(obj, centres_px, geometry)
+        for i, obj in zip(
+            outputs.get("snapshot_iterations", ()), outputs.get("snapshots", ()), strict=True
+        )
+    }
+    snapshots[plan.iterations] = on_ptyopt_grid(outputs["object"], centres_px, geometry)
+    return PeerResult(
+        package=package,
+        version=str(outputs["version"]),
+        engine=plan.engine,
+        object_slices=snapshots[plan.iterations],
+        iteration_s=tuple(float(s) for s in outputs["iteration_s"]),
+        peak_rss_MB=float(outputs["peak_rss_MB"]),
+        settings=settings,
+        snapshots=snapshots,
+    )

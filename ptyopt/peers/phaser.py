@@ -26,10 +26,10 @@ from ptyopt.peers.base import (
     PeerPlan,
     PeerResult,
     PeerUnavailableError,
-    on_ptyopt_grid,
     peer_python,
     run_worker,
     worker_path,
+    worker_result,
 )
 
 PACKAGE = "phaser"
@@ -300,20 +300,6 @@ def run(dataset_path: Path, plan: PeerPlan, workdir: Path) -> PeerResult:
     dataset = read_dataset(dataset_path)
     inputs = phaser_inputs(dataset, plan)
     outputs = run_worker(PACKAGE, worker_path(PACKAGE), inputs, workdir)
-    grid = _grid(outputs)
-    geometry = object_geometry(dataset)
-    snapshots = {
-        int(i): on_ptyopt_grid(obj, grid.centres_px, geometry)
-        for i, obj in zip(outputs["snapshot_iterations"], outputs["snapshots"], strict=True)
-    }
-    snapshots[plan.iterations] = on_ptyopt_grid(outputs["object"], grid.centres_px, geometry)
-    return PeerResult(
-        package=PACKAGE,
-        version=str(outputs["version"]),
-        engine=plan.engine,
-        object_slices=snapshots[plan.iterations],
-        iteration_s=tuple(float(s) for s in outputs["iteration_s"]),
-        peak_rss_MB=float(outputs["peak_rss_MB"]),
-        settings=inputs["plan"]["engines"][0],
-        snapshots=snapshots,
-    )
+    centres = _grid(outputs).centres_px
+    settings = inputs["plan"]["engines"][0]
+    return worker_result(PACKAGE, plan, outputs, centres, object_geometry(dataset), settings)

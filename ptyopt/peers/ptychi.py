@@ -92,10 +92,10 @@ from ptyopt.peers.base import (
     PeerPlan,
     PeerResult,
     PeerUnavailableError,
-    on_ptyopt_grid,
     peer_python,
     run_worker,
     worker_path,
+    worker_result,
 )
 
 PACKAGE = "ptychi"
@@ -340,22 +340,9 @@ def run(dataset_path: str | Path, plan: PeerPlan, workdir: str | Path) -> PeerRe
     outputs = run_worker(PACKAGE, worker_path(PACKAGE), inputs, Path(workdir))
     geometry = object_geometry(dataset)
     centres = probe_centres_px(outputs["centres_px"])
-    snapshots = {
-        int(i): on_ptyopt_grid(obj, centres, geometry)
-        for i, obj in zip(outputs["snapshot_iterations"], outputs["snapshots"], strict=True)
+    settings = {
+        "options_class": inputs["options_class"],
+        **inputs["options"],
+        "unmapped": _unmapped(plan),
     }
-    snapshots[plan.iterations] = on_ptyopt_grid(outputs["object"], centres, geometry)
-    return PeerResult(
-        package=PACKAGE,
-        version=str(outputs["version"]),
-        engine=plan.engine,
-        object_slices=snapshots[plan.iterations],
-        iteration_s=tuple(float(s) for s in outputs["iteration_s"]),
-        peak_rss_MB=float(outputs["peak_rss_MB"]),
-        settings={
-            "options_class": inputs["options_class"],
-            **inputs["options"],
-            "unmapped": _unmapped(plan),
-        },
-        snapshots=snapshots,
-    )
+    return worker_result(PACKAGE, plan, outputs, centres, geometry, settings)

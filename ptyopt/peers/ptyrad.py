@@ -92,10 +92,10 @@ from ptyopt.peers.base import (
     PeerPlan,
     PeerResult,
     PeerUnavailableError,
-    on_ptyopt_grid,
     peer_python,
     run_worker,
     worker_path,
+    worker_result,
 )
 
 PACKAGE = "ptyrad"
@@ -346,19 +346,4 @@ def run(dataset_path: str | Path, plan: PeerPlan, workdir: str | Path) -> PeerRe
     inputs = ptyrad_inputs(dataset, plan)
     outputs = run_worker(PACKAGE, worker_path(PACKAGE), inputs, Path(workdir))
     geometry = object_geometry(dataset)
-    centres = outputs["centres_px"]
-    snapshots = {
-        int(i): on_ptyopt_grid(obj, centres, geometry)
-        for i, obj in zip(outputs["snapshot_iterations"], outputs["snapshots"], strict=True)
-    }
-    snapshots[plan.iterations] = on_ptyopt_grid(outputs["object"], centres, geometry)
-    return PeerResult(
-        package=PACKAGE,
-        version=str(outputs["version"]),
-        engine=plan.engine,
-        object_slices=snapshots[plan.iterations],
-        iteration_s=tuple(float(s) for s in outputs["iteration_s"]),
-        peak_rss_MB=float(outputs["peak_rss_MB"]),
-        settings=inputs["params"],
-        snapshots=snapshots,
-    )
+    return worker_result(PACKAGE, plan, outputs, outputs["centres_px"], geometry, inputs["params"])

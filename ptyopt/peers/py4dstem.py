@@ -82,10 +82,10 @@ from ptyopt.peers.base import (
     PeerResult,
     PeerRunError,
     PeerUnavailableError,
-    on_ptyopt_grid,
     peer_python,
     run_worker,
     worker_path,
+    worker_result,
 )
 
 PACKAGE = "py4dstem"
@@ -241,13 +241,6 @@ def run(dataset_path: str | Path, plan: PeerPlan, workdir: str | Path) -> PeerRe
         snapshot_every=int(plan.snapshot_every),
     )
     outputs = run_worker(PACKAGE, worker_path(PACKAGE), inputs, Path(workdir))
-    centres = outputs["positions_px"]
-    snapshots = {
-        int(i): on_ptyopt_grid(obj, centres, geometry)
-        for i, obj in zip(outputs["snapshot_iterations"], outputs["snapshots"], strict=True)
-    }
-    placed = on_ptyopt_grid(outputs["object"], centres, geometry)
-    snapshots[plan.iterations] = placed
     recorded = {
         **settings,
         "class": _class_name(plan.slices, plan.probe_modes),
@@ -256,16 +249,7 @@ def run(dataset_path: str | Path, plan: PeerPlan, workdir: str | Path) -> PeerRe
         "polar_parameters": inputs["polar"],
         "unmapped": _unmapped(plan, settings),
     }
-    return PeerResult(
-        package=PACKAGE,
-        version=str(outputs["version"]),
-        engine=plan.engine,
-        object_slices=placed,
-        iteration_s=tuple(float(t) for t in outputs["iteration_s"]),
-        peak_rss_MB=float(outputs["peak_rss_MB"]),
-        settings=recorded,
-        snapshots=snapshots,
-    )
+    return worker_result(PACKAGE, plan, outputs, outputs["positions_px"], geometry, recorded)
 
 
 def _class_name(slices: int, modes: int) -> str:
