@@ -6,7 +6,7 @@ import pytest
 
 from ptyopt.errors import ConfigError
 from ptyopt.initial import Geometry
-from ptyopt.peers import exchange
+from ptyopt.peers import base, exchange
 from ptyopt.peers.base import PeerPlan, PeerRunError, on_ptyopt_grid
 
 
@@ -78,3 +78,15 @@ def test_peak_rss_is_the_worker_own_not_its_parents():
         ).stdout
     )
     assert ballast.sum() > 0 and child < 200
+
+
+def test_a_peer_that_is_installed_but_does_not_import_is_unavailable(monkeypatch, tmp_path):
+    python = tmp_path / "brokenpeer" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("#!/bin/sh\necho 'ImportError: libtorch_cuda.so missing' >&2\nexit 1\n")
+    python.chmod(0o755)
+    monkeypatch.setenv("PTYOPT_PEERS_DIR", str(tmp_path))
+    with pytest.raises(base.PeerUnavailableError, match="does not import.*libtorch_cuda"):
+        base.peer_version("brokenpeer", "brokenpeer", "brokenpeer")
+    python.write_text("#!/bin/sh\necho 1.2.3\n")
+    assert base.peer_version("brokenpeer", "brokenpeer", "brokenpeer") == "1.2.3"

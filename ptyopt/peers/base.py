@@ -250,3 +250,20 @@ def worker_result(
         settings=settings,
         snapshots=snapshots,
     )
+
+
+def peer_version(package: str, module: str, distribution: str) -> str:
+    """The version of ``distribution`` in ``package``'s environment, after importing
+    ``module`` there (so a package that is installed but does not import counts as
+    unavailable: :class:`PeerUnavailableError` with the import's last error line)."""
+    python = peer_python(package)
+    code = (
+        f"import {module}; from importlib.metadata import version; print(version({distribution!r}))"
+    )
+    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or [""]
+        raise PeerUnavailableError(
+            f"peer {package!r}: {module} does not import in {python}: {tail[0]}"
+        )
+    return done.stdout.strip()

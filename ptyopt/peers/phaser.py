@@ -9,7 +9,6 @@ field of the dataset's ground truth reproduces the dataset's patterns as ours do
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +25,7 @@ from ptyopt.peers.base import (
     PeerPlan,
     PeerResult,
     PeerUnavailableError,
-    peer_python,
+    peer_version,
     run_worker,
     worker_path,
     worker_result,
@@ -52,16 +51,7 @@ AMPLITUDE_OFFSET = 1.0e-6
 @lru_cache(maxsize=1)
 def version() -> str:
     """phaserEM's version in its environment (raises PeerUnavailableError without it)."""
-    python = peer_python(PACKAGE)
-    done = subprocess.run(
-        [str(python), "-c", "from importlib.metadata import version; print(version('phaserEM'))"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise PeerUnavailableError(f"peer 'phaser': phaserEM is not importable by {python}")
-    return done.stdout.strip()
+    return peer_version(PACKAGE, "phaser", "phaserEM")
 
 
 def _noise_model(plan: PeerPlan) -> dict[str, Any]:

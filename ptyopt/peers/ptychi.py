@@ -76,7 +76,6 @@ pty-chi's ePIE 3–5 times faster (small dataset, groups of 16: 0.046 s/iteratio
 from __future__ import annotations
 
 import copy
-import subprocess
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -92,7 +91,7 @@ from ptyopt.peers.base import (
     PeerPlan,
     PeerResult,
     PeerUnavailableError,
-    peer_python,
+    peer_version,
     run_worker,
     worker_path,
     worker_result,
@@ -120,21 +119,7 @@ METRES_PER_A = 1e-10
 @lru_cache(maxsize=1)
 def version() -> str:
     """pty-chi's version in its environment (raises PeerUnavailableError without it)."""
-    python = peer_python(PACKAGE)
-    done = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import ptychi; from importlib.metadata import version; print(version('ptychi'))",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-1:] or [""]
-        raise PeerUnavailableError(f"peer 'ptychi' does not import in {python}: {tail[0]}")
-    return done.stdout.strip()
+    return peer_version(PACKAGE, "ptychi", "ptychi")
 
 
 def _thickness(dataset: PtychoDataset, plan: PeerPlan) -> float | None:

@@ -77,7 +77,6 @@ reproduces its patterns as ptyopt's does):
 from __future__ import annotations
 
 import math
-import subprocess
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -92,7 +91,7 @@ from ptyopt.peers.base import (
     PeerPlan,
     PeerResult,
     PeerUnavailableError,
-    peer_python,
+    peer_version,
     run_worker,
     worker_path,
     worker_result,
@@ -129,17 +128,7 @@ POISSON_EPS = 1.0e-6
 @lru_cache(maxsize=1)
 def version() -> str:
     """PtyRAD's version in its environment (raises PeerUnavailableError without it)."""
-    python = peer_python(PACKAGE)
-    done = subprocess.run(
-        [str(python), "-c", "import ptyrad; print(ptyrad.__version__)"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-1:] or [""]
-        raise PeerUnavailableError(f"peer 'ptyrad': ptyrad does not import in {python}: {tail[0]}")
-    return done.stdout.strip()
+    return peer_version(PACKAGE, "ptyrad", "ptyrad")
 
 
 def probe_aberrations(aberrations: dict[str, float]) -> dict[str, float]:

@@ -66,7 +66,6 @@ iterations); batches of 16 or more average the error out.
 from __future__ import annotations
 
 import math
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +81,7 @@ from ptyopt.peers.base import (
     PeerResult,
     PeerRunError,
     PeerUnavailableError,
-    peer_python,
+    peer_version,
     run_worker,
     worker_path,
     worker_result,
@@ -114,14 +113,7 @@ POLAR_SYMBOLS = (
 
 def version() -> str:
     """The installed py4DSTEM's version (raises :class:`PeerUnavailableError` without it)."""
-    done = subprocess.run(
-        [str(peer_python(PACKAGE)), "-c", "import py4DSTEM; print(py4DSTEM.__version__)"],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise PeerUnavailableError(f"peer {PACKAGE!r} does not import: {done.stderr.strip()}")
-    return done.stdout.strip()
+    return peer_version(PACKAGE, "py4DSTEM", "py4DSTEM")
 
 
 def polar_parameters(aberrations: dict[str, float]) -> dict[str, float]:
