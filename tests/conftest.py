@@ -149,3 +149,28 @@ def raster_recipe(**overrides):
 def raster_dataset():
     """The :func:`raster_recipe` dataset (Si [110], 32 px, noise-free, about a second)."""
     return simulate_dataset(raster_recipe(), progress=False)
+
+
+def relative_l2(a: np.ndarray, b: np.ndarray) -> float:
+    """‖a − b‖ / ‖b‖: how far a peer's array is from ours (the convention tests)."""
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """|⟨a, b⟩| / (‖a‖‖b‖): 1 for waves equal up to a global phase and scale."""
+    return float(abs(np.vdot(a, b)) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def nominal_probe(dataset, aberrations) -> np.ndarray:
+    """ptyopt's probe (N, N) for ``dataset``'s detector window and optics, with
+    ``aberrations`` (abTEM's names and signs)."""
+    n = dataset.detector_shape[0]
+    return np.asarray(
+        physics.probe_wave(
+            (n, n),
+            dataset.pixel_size_A,
+            dataset.optics.energy_eV,
+            dataset.optics.semiangle_mrad,
+            aberrations,
+        )
+    )

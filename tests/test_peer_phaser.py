@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import model_patterns_from_ground_truth
+from conftest import model_patterns_from_ground_truth, nominal_probe, overlap, relative_l2
 
-from ptyopt import physics
 from ptyopt.initial import object_geometry
 from ptyopt.peers import base
 from ptyopt.peers.base import PeerPlan, PeerUnavailableError
@@ -36,27 +35,6 @@ try:
     needs_phaser = pytest.mark.skipif(False, reason="")
 except PeerUnavailableError as missing:
     needs_phaser = pytest.mark.skip(reason=str(missing))
-
-
-def _relative_l2(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
-
-def _overlap(a: np.ndarray, b: np.ndarray) -> float:
-    return float(abs(np.vdot(a, b)) / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-def _probe(dataset, aberrations) -> np.ndarray:
-    n = dataset.detector_shape[0]
-    return np.asarray(
-        physics.probe_wave(
-            (n, n),
-            dataset.pixel_size_A,
-            dataset.optics.energy_eV,
-            dataset.optics.semiangle_mrad,
-            aberrations,
-        )
-    )
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +62,7 @@ def phaser_forward(tiny_dataset, tmp_path_factory):
         plan,
         tmp_path_factory.mktemp("phaser"),
         np.exp(1j * truth.sigma_per_V_A * potential),
-        _probe(tiny_dataset, tiny_dataset.optics.aberrations),
+        nominal_probe(tiny_dataset, tiny_dataset.optics.aberrations),
     )
     return grid, intensities, probe
 
@@ -104,8 +82,8 @@ def test_phaser_far_field_reproduces_the_patterns_as_ours(tiny_dataset, phaser_f
     electrons = (
         tiny_dataset.dose_e_per_A2 * tiny_dataset.simulation["recipe"]["scan"]["step_A"] ** 2
     )
-    ours = _relative_l2(model_patterns_from_ground_truth(tiny_dataset), tiny_dataset.patterns)
-    theirs = _relative_l2(electrons * intensities, tiny_dataset.patterns)
+    ours = relative_l2(model_patterns_from_ground_truth(tiny_dataset), tiny_dataset.patterns)
+    theirs = relative_l2(electrons * intensities, tiny_dataset.patterns)
     assert theirs < 5e-3
     assert theirs < 1.1 * ours
 
@@ -115,8 +93,8 @@ def test_phaser_probe_has_our_defocus(tiny_dataset, phaser_forward):
     _, _, probe = phaser_forward
     flipped = dict(tiny_dataset.optics.aberrations)
     flipped["C10"] = -flipped["C10"]
-    assert _overlap(probe, _probe(tiny_dataset, tiny_dataset.optics.aberrations)) > 0.98
-    assert _overlap(probe, _probe(tiny_dataset, flipped)) < 0.9
+    assert overlap(probe, nominal_probe(tiny_dataset, tiny_dataset.optics.aberrations)) > 0.98
+    assert overlap(probe, nominal_probe(tiny_dataset, flipped)) < 0.9
 
 
 def _plan(**values) -> PeerPlan:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import model_patterns_from_ground_truth
+from conftest import model_patterns_from_ground_truth, relative_l2
 
 from ptyopt import model, physics
 from ptyopt.data.file import write_dataset
@@ -50,10 +50,6 @@ TIGHT = 1e-5
 SPACED = 1e-4
 #: pty-chi and ours against the dataset's abTEM patterns.
 TOLERANCE = 5e-3
-
-
-def _relative_l2(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def _electrons(dataset) -> float:
@@ -106,9 +102,9 @@ def test_ptychi_far_field_reproduces_the_patterns_as_ours(tiny_dataset, ptychi_f
     theirs, _ = ptychi_forward
     ours = model_patterns_from_ground_truth(tiny_dataset)
     ours_unlimited = model_patterns_from_ground_truth(tiny_dataset, bandlimit=None)
-    assert _relative_l2(theirs, ours_unlimited) < TIGHT
-    error_ours = _relative_l2(ours, tiny_dataset.patterns)
-    error_theirs = _relative_l2(theirs, tiny_dataset.patterns)
+    assert relative_l2(theirs, ours_unlimited) < TIGHT
+    error_ours = relative_l2(ours, tiny_dataset.patterns)
+    error_theirs = relative_l2(theirs, tiny_dataset.patterns)
     assert error_theirs < TOLERANCE and error_theirs < 1.25 * error_ours
 
 
@@ -167,15 +163,15 @@ def test_ptychi_slices_are_ours_in_order_and_spacing(tiny_dataset, tmp_path, x64
     theirs, _ = adapter.forward_intensities(tiny_dataset, object_slices, probe, tmp_path, 60.0)
     ours = _our_intensities(tiny_dataset, object_slices, probe, 60.0)
     reversed_ = _our_intensities(tiny_dataset, object_slices[::-1], probe, 60.0)
-    assert _relative_l2(theirs, ours) < SPACED
-    assert _relative_l2(reversed_, ours) > 100 * SPACED
+    assert relative_l2(theirs, ours) < SPACED
+    assert relative_l2(reversed_, ours) > 100 * SPACED
 
 
 def test_the_mapping_mistakes_are_visible_at_the_tolerance(tiny_dataset, x64):
     """Half a pixel off (the centre convention unmapped) is far outside both tolerances."""
     unlimited = model_patterns_from_ground_truth(tiny_dataset, bandlimit=None)
     shifted = model_patterns_from_ground_truth(tiny_dataset, shift_px=(0.5, 0.5), bandlimit=None)
-    assert _relative_l2(shifted, unlimited) > max(100 * TIGHT, 2 * TOLERANCE)
+    assert relative_l2(shifted, unlimited) > max(100 * TIGHT, 2 * TOLERANCE)
 
 
 def _plan(**values) -> PeerPlan:

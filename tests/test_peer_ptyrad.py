@@ -25,9 +25,8 @@ import math
 
 import numpy as np
 import pytest
-from conftest import model_patterns_from_ground_truth
+from conftest import model_patterns_from_ground_truth, nominal_probe, overlap, relative_l2
 
-from ptyopt import physics
 from ptyopt.data.file import write_dataset
 from ptyopt.errors import ConfigError
 from ptyopt.initial import object_geometry
@@ -47,27 +46,6 @@ except PeerUnavailableError as missing:
 TOLERANCE = 1e-5
 
 
-def _relative_l2(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
-
-def _overlap(a: np.ndarray, b: np.ndarray) -> float:
-    return float(abs(np.vdot(a, b)) / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-def _probe(dataset, aberrations) -> np.ndarray:
-    n = dataset.detector_shape[0]
-    return np.asarray(
-        physics.probe_wave(
-            (n, n),
-            dataset.pixel_size_A,
-            dataset.optics.energy_eV,
-            dataset.optics.semiangle_mrad,
-            aberrations,
-        )
-    )
-
-
 def _electrons(dataset) -> float:
     return dataset.dose_e_per_A2 * dataset.simulation["recipe"]["scan"]["step_A"] ** 2
 
@@ -85,7 +63,7 @@ def ptyrad_forward(tiny_dataset, tmp_path_factory):
         tiny_dataset,
         np.exp(1j * truth.sigma_per_V_A * potential),
         tmp_path_factory.mktemp("ptyrad"),
-        probe=_probe(tiny_dataset, tiny_dataset.optics.aberrations),
+        probe=nominal_probe(tiny_dataset, tiny_dataset.optics.aberrations),
         thickness_A=truth.slice_thickness_A * len(truth.potential_V_A),
     )
 
@@ -101,10 +79,10 @@ def test_ptyrad_far_field_is_ours(tiny_dataset, ptyrad_forward, x64):
     intensities, _, _ = ptyrad_forward
     theirs = _electrons(tiny_dataset) * intensities
     unlimited = model_patterns_from_ground_truth(tiny_dataset, bandlimit=None)
-    assert _relative_l2(theirs, unlimited) < TOLERANCE
+    assert relative_l2(theirs, unlimited) < TOLERANCE
     # and against the simulated patterns, about as close as ours
-    ours = _relative_l2(model_patterns_from_ground_truth(tiny_dataset), tiny_dataset.patterns)
-    assert _relative_l2(theirs, tiny_dataset.patterns) < 1.25 * ours
+    ours = relative_l2(model_patterns_from_ground_truth(tiny_dataset), tiny_dataset.patterns)
+    assert relative_l2(theirs, tiny_dataset.patterns) < 1.25 * ours
 
 
 def test_the_half_pixel_mistake_is_visible_at_the_tolerance(tiny_dataset):
@@ -112,7 +90,7 @@ def test_the_half_pixel_mistake_is_visible_at_the_tolerance(tiny_dataset):
     change ptyopt's own model by far more than the tolerance."""
     unlimited = model_patterns_from_ground_truth(tiny_dataset, bandlimit=None)
     shifted = model_patterns_from_ground_truth(tiny_dataset, (0.5, 0.5), bandlimit=None)
-    assert _relative_l2(shifted, unlimited) > 100 * TOLERANCE
+    assert relative_l2(shifted, unlimited) > 100 * TOLERANCE
 
 
 @needs_ptyrad
@@ -120,8 +98,8 @@ def test_ptyrad_probe_has_our_defocus(tiny_dataset, ptyrad_forward):
     _, probe, _ = ptyrad_forward
     flipped = dict(tiny_dataset.optics.aberrations)
     flipped["C10"] = -flipped["C10"]
-    assert _overlap(probe, _probe(tiny_dataset, tiny_dataset.optics.aberrations)) > 0.98
-    assert _overlap(probe, _probe(tiny_dataset, flipped)) < 0.9
+    assert overlap(probe, nominal_probe(tiny_dataset, tiny_dataset.optics.aberrations)) > 0.98
+    assert overlap(probe, nominal_probe(tiny_dataset, flipped)) < 0.9
 
 
 @needs_ptyrad

@@ -24,6 +24,7 @@ from dataclasses import replace
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import relative_l2
 
 from ptyopt import model, physics
 from ptyopt.data.dataset import Optics, PtychoDataset
@@ -39,10 +40,6 @@ SEMIANGLE = 12.0
 ABERRATIONS = {"C10": -40.0, "C12": 25.0, "phi12": 0.6, "C21": 400.0, "phi21": -1.0, "C30": 1e4}
 THICKNESS = 12.0
 TOLERANCE = 2e-4
-
-
-def _relative(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def _model_intensities(dataset, object_slices, aberrations=ABERRATIONS, transpose=False):
@@ -101,8 +98,8 @@ def test_py4dstem_forward_model_reproduces_the_patterns(peer_available, slices, 
     dataset, object_slices, intensities = _dataset(slices)
     modelled, measured = py4dstem.forward_intensities(dataset, object_slices, tmp_path)
     # its preprocessing puts the recorded patterns' zero frequency at index 0 exactly
-    assert _relative(measured, intensities) < 1e-6
-    assert _relative(modelled, intensities) < TOLERANCE
+    assert relative_l2(measured, intensities) < 1e-6
+    assert relative_l2(modelled, intensities) < TOLERANCE
 
 
 def test_the_mapping_mistakes_are_visible_at_the_tolerance(x64):
@@ -120,7 +117,7 @@ def test_the_mapping_mistakes_are_visible_at_the_tolerance(x64):
         _model_intensities(dataset, object_slices, flipped_defocus),
         _model_intensities(dataset, object_slices, transpose=True),
     ):
-        assert _relative(wrong, intensities) > 50 * TOLERANCE
+        assert relative_l2(wrong, intensities) > 50 * TOLERANCE
 
 
 def test_azimuths_are_measured_from_the_other_axis():
