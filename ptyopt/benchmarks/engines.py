@@ -101,10 +101,9 @@ def time_iterations(
 ) -> dict[str, float]:
     """Run ``engine`` (:func:`engine_runner`) on ``measurements``
     (:class:`ptyopt.initial.Measurements`) for 1 + ``iterations`` iterations in this
-    process. Returns compile_s (first
-    iteration minus s_per_iter), s_per_iter (the median of the timed iterations) [s],
-    positions_per_s, peak_rss_MB (the process's maximum resident memory) and
-    rss_growth_MB (its growth since the call) [MiB]."""
+    process. Returns compile_s (first iteration minus s_per_iter), s_per_iter (the
+    median of the timed iterations) [s], positions_per_s, peak_rss_MB (the process's
+    maximum resident memory) and rss_growth_MB (its growth since the call) [MiB]."""
     import jax
 
     rss_before = _rss_MB()

@@ -32,7 +32,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
 import argparse
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -159,28 +159,41 @@ def iteration_work(measurements, engine: str, group: int, slices: int, modes: in
     return count_work(jax.make_jaxpr(function)(*step.arguments).jaxpr)
 
 
-def fft_seconds(pixels: int, batch: int, repeats: int = 7) -> tuple[float, float]:
-    """Seconds per pixels×pixels complex64 transform [s] for XLA (jitted fft2 then
-    ifft2 of a (batch, N, N) array) and for ``scipy.fft`` with every core; best of
-    ``repeats``."""
-    import jax
-    import jax.numpy as jnp
-    import scipy.fft
-
-    rng = np.random.default_rng(0)
-    host = (rng.normal(size=(batch, pixels, pixels)) + 1j).astype(np.complex64)
-    data = jnp.asarray(host)
-    round_trip = jax.jit(lambda x: jnp.fft.ifft2(jnp.fft.fft2(x)))
-    round_trip(data).block_until_ready()
-    xla = scipy_s = math.inf
+def _best_seconds(call: Callable[[], object], repeats: int) -> float:
+    """The shortest of ``repeats`` timed calls [s] (after one untimed call)."""
+    call()
+    best = math.inf
     for _ in range(repeats):
         started = time.perf_counter()
-        round_trip(data).block_until_ready()
-        xla = min(xla, time.perf_counter() - started)
-        started = time.perf_counter()
-        scipy.fft.ifft2(scipy.fft.fft2(host, workers=-1), workers=-1)
-        scipy_s = min(scipy_s, time.perf_counter() - started)
-    return xla / (2 * batch), scipy_s / (2 * batch)
+        call()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def fft_seconds(pixels: int, batch: int, repeats: int = 7) -> float:
+    """XLA's seconds per pixels×pixels complex64 transform [s]: a jitted fft2 then ifft2
+    of a (batch, N, N) array, best of ``repeats``."""
+    import jax
+    import jax.numpy as jnp
+
+    data = jnp.asarray(_test_waves(pixels, batch))
+    round_trip = jax.jit(lambda x: jnp.fft.ifft2(jnp.fft.fft2(x)))
+    return _best_seconds(lambda: round_trip(data).block_until_ready(), repeats) / (2 * batch)
+
+
+def scipy_fft_seconds(pixels: int, batch: int, repeats: int = 7) -> float:
+    """The same for ``scipy.fft`` with every core [s]."""
+    import scipy.fft
+
+    host = _test_waves(pixels, batch)
+    return _best_seconds(
+        lambda: scipy.fft.ifft2(scipy.fft.fft2(host, workers=-1), workers=-1), repeats
+    ) / (2 * batch)
+
+
+def _test_waves(pixels: int, batch: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return (rng.normal(size=(batch, pixels, pixels)) + 1j).astype(np.complex64)
 
 
 def profile_engine(
@@ -190,7 +203,8 @@ def profile_engine(
     work = iteration_work(measurements, engine, group, slices, modes)
     pixels = measurements.patterns.shape[-1]
     positions = len(measurements.geometry.positions_px)
-    xla_per_fft, scipy_per_fft = fft_seconds(pixels, group * modes)
+    xla_per_fft = fft_seconds(pixels, group * modes)
+    scipy_per_fft = scipy_fft_seconds(pixels, group * modes)
     timed = time_iterations(measurements, engine, group, slices, modes, iterations)
     n_ffts = work.ffts.get((pixels, pixels), 0.0)
     fft_s = n_ffts * xla_per_fft

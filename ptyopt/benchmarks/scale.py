@@ -167,20 +167,12 @@ def synthetic_measurements(side: int, pixels: int, slices: int, seed: int = 0):
 
 def fft_rate_flops(pixels: int, batch: int = 64, repeats: int = 5) -> float:
     """XLA's complex64 FFT rate in this process [flop/s] on ``batch`` × pixels²
-    transforms (best of ``repeats``; 5·N·log2(N) flops per N-point transform)."""
-    import jax
-    import jax.numpy as jnp
+    transforms (:func:`ptyopt.benchmarks.profile.fft_seconds`; 5·N·log2(N) flops per
+    N-point transform)."""
+    from ptyopt.benchmarks.profile import fft_seconds
 
-    data = jnp.ones((batch, pixels, pixels), jnp.complex64)
-    fft = jax.jit(jnp.fft.fft2)
-    fft(data).block_until_ready()
-    best = math.inf
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fft(data).block_until_ready()
-        best = min(best, time.perf_counter() - started)
     points = pixels * pixels
-    return batch * 5 * points * math.log2(points) / best
+    return 5 * points * math.log2(points) / fft_seconds(pixels, batch, repeats)
 
 
 def measure(case: Case, iterations: int) -> dict:
