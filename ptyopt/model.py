@@ -6,8 +6,9 @@ complex, real space, centred on pixel (N//2, N//2); positions ``(G, 2)`` probe c
 (zero frequency at index 0), with the orthonormal FFT so that Σ_k I = Σ_r |ψ|².
 
 Sub-pixel positions shift the probe with a Fourier phase ramp; the object is cut at
-integer pixels (DESIGN §6). The group step is vectorised, not looped, and slices are
-stepped with ``lax.scan`` so compile time does not grow with the number of slices.
+integer pixels (DESIGN §6). The group step is vectorised, not looped. Slices are stepped
+with ``lax.scan`` unrolled (:data:`UNROLL_SLICES`), here and in the engines' backward
+passes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ import jax.numpy as jnp
 
 from ptyopt import physics
 from ptyopt.precision import SINGLE
+
+UNROLL_SLICES = True
+"""``unroll`` of every loop over slices. Unrolled, XLA keeps each slice's waves where
+the next step reads them instead of writing them into a zero-filled stacked buffer and
+slicing them out again: on ``thick10`` (10 slices, groups of 64, 2 CPU cores) ePIE's
+iteration takes 0.84×, LSQML's 0.73× the time of the rolled loop (CPU time 0.78×,
+0.71×), for 1–3 s more compile time per engine at 10–30 slices (measured interleaved,
+2026-12-02). Compile time then grows with the number of slices (at 30: about 5 s)."""
 
 
 def split_positions(
@@ -95,7 +104,9 @@ def multislice(
             wave if keep_incident else None
         )
 
-    last, earlier = jax.lax.scan(step, incident, (slices_first[:-1], propagators))
+    last, earlier = jax.lax.scan(
+        step, incident, (slices_first[:-1], propagators), unroll=UNROLL_SLICES
+    )
     incidents = jnp.concatenate([earlier, last[None]]) if keep_incident else None
     return last * slices_first[-1][:, None], incidents
 

@@ -96,7 +96,11 @@ def _group_update(
         return jnp.fft.ifft2(jnp.fft.fft2(d_wave) * jnp.conj(propagator)), d_object
 
     first_update, d_objects = jax.lax.scan(
-        backward, exit_update, (slices_first[1:], incidents[1:], propagators), reverse=True
+        backward,
+        exit_update,
+        (slices_first[1:], incidents[1:], propagators),
+        reverse=True,
+        unroll=model.UNROLL_SLICES,
     )
     d_object_0, d_probe = _slice_updates(first_update, slices_first[0], incidents[0])
     d_objects = jnp.concatenate([d_object_0[None], d_objects])

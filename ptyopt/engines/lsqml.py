@@ -259,6 +259,7 @@ def _group_update(
         chi,
         (transmissions[1:], incidents[1:], propagators),
         reverse=True,
+        unroll=model.UNROLL_SLICES,
     )
     first_update, probe_update = _first_slice_step(
         first_chi, transmissions[0], incidents[0], remainders, windows, hyper
