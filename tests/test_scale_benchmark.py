@@ -29,3 +29,28 @@ def test_growth_exponents_recover_a_power_law():
         rows.append({**rows[0], "pixels": pixels, "s_per_iter": 2.0 * (pixels / 128) ** 2.2})
     lines = scale.growth_lines(pd.DataFrame(rows))
     assert lines[-1] == "| lsqml | 1.00 | 2.20 | – | – |"
+
+
+def test_compile_seconds_counts_compilation_not_execution():
+    import jax
+    import jax.numpy as jnp
+
+    from ptyopt.benchmarks.engines import compile_seconds
+
+    jax.config.update("jax_enable_compilation_cache", False)
+    x = jnp.ones((64, 64))
+
+    @jax.jit
+    def fresh(a):  # a new function: traced, lowered and compiled in the block
+        return jnp.fft.fft2(a * 3.0).real.sum()
+
+    with compile_seconds() as compiling:
+        fresh(x).block_until_ready()
+    assert len(compiling) >= 3 and sum(compiling) > 0  # trace, lower and compile events
+    events = len(compiling)
+    with compile_seconds() as compiling_again:
+        for _ in range(5):
+            fresh(x).block_until_ready()  # cached: runs without compiling
+    assert compiling_again == []
+    jax.jit(lambda a: a - 1.0)(x).block_until_ready()  # compiles outside any block
+    assert len(compiling) == events and compiling_again == []  # listeners removed on exit

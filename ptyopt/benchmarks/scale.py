@@ -12,6 +12,10 @@ object pixels) and Poisson noise at 1e5 e/Å². Every case runs in a fresh proce
 peak memory and its compilation are its own): the data are made, then the engine runs
 one iteration (compilation + run) and ``--iterations`` timed ones (groups of 64, probe
 refined from the start; :func:`ptyopt.benchmarks.engines.time_iterations`).
+``compile_s`` is the seconds JAX reports tracing, lowering and compiling
+(:func:`ptyopt.benchmarks.engines.compile_seconds`); rows measured before 2026-12-02
+20:30 UTC hold the first iteration's time minus the median instead, which the
+machine's load made noisy (even negative).
 
 Cases: the ``scaling`` set varies one factor at a time from a base of 32×32 positions,
 128 px, 6 slices, 1 mode; ``large`` holds phaser's published case (80×80 positions,
