@@ -37,15 +37,19 @@ def test_compile_seconds_counts_compilation_not_execution():
 
     from ptyopt.benchmarks.engines import compile_seconds
 
-    jax.config.update("jax_enable_compilation_cache", False)
     x = jnp.ones((64, 64))
 
     @jax.jit
     def fresh(a):  # a new function: traced, lowered and compiled in the block
         return jnp.fft.fft2(a * 3.0).real.sum()
 
-    with compile_seconds() as compiling:
-        fresh(x).block_until_ready()
+    cache_was_on = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)  # a cache hit skips compiling
+    try:
+        with compile_seconds() as compiling:
+            fresh(x).block_until_ready()
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cache_was_on)
     assert len(compiling) >= 3 and sum(compiling) > 0  # trace, lower and compile events
     events = len(compiling)
     with compile_seconds() as compiling_again:
