@@ -84,6 +84,17 @@ def shifted_probes(probe_modes: jnp.ndarray, shifts_px: jnp.ndarray) -> jnp.ndar
     return jnp.fft.ifft2(spectrum[None] * ramps[:, None])
 
 
+def unshifted_sum(waves: jnp.ndarray, shifts_px: jnp.ndarray, weights: jnp.ndarray) -> jnp.ndarray:
+    """Σ_j w_j·(wave_j shifted back by −shift_j) (M, N, N): the adjoint of
+    :func:`shifted_probes`, weighted. waves (G, M, N, N), shifts_px (G, 2) [px], weights
+    (G,). The sum is taken in Fourier space, so one inverse FFT per mode does (not one
+    per position and mode)."""
+    back = physics.fourier_shift_ramp(-shifts_px, waves.shape[-2:]).astype(waves.dtype)
+    return jnp.fft.ifft2(
+        jnp.einsum("g,gyx,gmyx->myx", weights.astype(waves.dtype), back, jnp.fft.fft2(waves))
+    )
+
+
 def multislice(
     slices_first: jnp.ndarray,
     incident: jnp.ndarray,

@@ -60,6 +60,26 @@ def test_probe_shift_of_a_whole_pixel_equals_a_window_move(x64):
     )
 
 
+def test_unshifted_sum_is_the_weighted_adjoint_of_the_probe_shift(x64):
+    """⟨shift(P, s_j), W_j⟩ summed with weights w_j equals ⟨P, Σ_j w_j·unshift(W_j, s_j)⟩
+    for random modes, waves and sub-pixel shifts on an odd-sized window; a whole-pixel
+    shift is undone exactly as a roll."""
+    rng = np.random.default_rng(3)
+    shape = (3, 2, 17, 17)  # G, M, N, N
+    modes = jnp.asarray(rng.normal(size=shape[1:]) + 1j * rng.normal(size=shape[1:]))
+    waves = jnp.asarray(rng.normal(size=shape) + 1j * rng.normal(size=shape))
+    shifts = jnp.asarray(rng.uniform(-0.5, 0.5, (3, 2)))
+    weights = jnp.array([1.0, 0.5, 0.0])
+    shifted = model.shifted_probes(modes, shifts)
+    left = jnp.sum(weights[:, None, None, None] * jnp.conj(shifted) * waves)
+    right = jnp.sum(jnp.conj(modes) * model.unshifted_sum(waves, shifts, weights))
+    np.testing.assert_allclose(complex(left), complex(right), rtol=1e-12)
+    rolled = model.unshifted_sum(waves[:1], jnp.array([[0.0, 2.0]]), jnp.ones(1))
+    np.testing.assert_allclose(
+        np.asarray(rolled), np.roll(np.asarray(waves[0]), -2, axis=-1), atol=1e-12
+    )
+
+
 def test_probe_modes_add_incoherently():
     rng = np.random.default_rng(1)
     obj = jnp.asarray(np.exp(1j * rng.uniform(0, 1, (2, 2 * N, 2 * N))), jnp.complex64)

@@ -44,7 +44,8 @@ def test_cond_counts_its_cheaper_branch_and_scan_its_length():
 def test_epie_iteration_fft_count(slices):
     # ePIE per position and mode: the shifted probe (1), S−1 forward propagations (2
     # each), the far field (1), its inverse (1), S−1 backward propagations (2 each), the
-    # probe update shifted back (2): 4S + 1; plus the probe's spectrum once per group.
+    # probe update's spectrum (1): 4S; per group and mode, the probe's spectrum and the
+    # inverse FFT of the group's summed, shifted-back probe update (2).
     measurements, _ = scale.synthetic_measurements(side=4, pixels=32, slices=slices)
     work = profile.iteration_work(measurements, "epie", group=8, slices=slices, modes=1)
-    assert work.ffts == {(32, 32): 16 * (4 * slices + 1) + 2}
+    assert work.ffts == {(32, 32): 16 * 4 * slices + 2 * 2}

@@ -15,7 +15,7 @@ orthonormal FFT (all as in :mod:`ptyopt.model`):
         Δψ_n    = conj(O_n)·Δ_n / max|O_n|²      (per mode; pre-update O_n)
         Δ_{n−1} = F⁻¹[conj(H_{n−1})·F[Δψ_n]]     (back through the adjoint propagator)
     O_n ← O_n + (β_O/S)·Σ_group ΔO_n  (scatter-added at each window; padding weight 0)
-    P   ← P + β_P·mean_group F⁻¹[F[Δψ_0]·e^{+2πik·r}]   (from probe_update_start on)
+    P   ← P + β_P·F⁻¹[mean_group F[Δψ_0]·e^{+2πik·r}]   (from probe_update_start on)
 
 χ, Δ and Δψ are per probe mode, so each mode of a mixed state is updated from its own
 far field; the object update sums over modes. The maxima are taken per position over
@@ -77,11 +77,11 @@ def _slice_updates(exit_update, transmission, incident):
 
 
 def _group_update(
-    obj, probe, group_positions, measured, propagators, detector_ramp, noise, epsilon
+    obj, probe, group_positions, weights, measured, propagators, detector_ramp, noise, epsilon
 ):
-    """Per-position updates of one group: the window corners (G, 2) they belong at,
-    ΔO (S, G, N, N), Δprobe (G, M, N, N) already shifted back by the sub-pixel
-    remainders, and per-position losses (G,)."""
+    """Updates of one group: the window corners (G, 2) the per-position ΔO (S, G, N, N)
+    belong at, the group's mean Δprobe (M, N, N) (each position's shifted back by its
+    sub-pixel remainder, weights (G,) 0 for padding), and per-position losses (G,)."""
     forward = model.group_forward(
         obj, probe, group_positions, propagators, detector_ramp, keep_incident=True
     )
@@ -105,10 +105,10 @@ def _group_update(
     d_object_0, d_probe = _slice_updates(first_update, slices_first[0], incidents[0])
     d_objects = jnp.concatenate([d_object_0[None], d_objects])
     # The incident probe was shifted by +r: shift its update back by −r onto the probe grid.
-    d_probe = jax.vmap(lambda d, r: model.shifted_probes(d, -r[None])[0])(
-        d_probe, forward.remainders
+    mean_d_probe = model.unshifted_sum(d_probe, forward.remainders, weights) / jnp.maximum(
+        jnp.sum(weights), 1.0
     )
-    return forward.corners, d_objects, d_probe, noise.loss(intensity, measured, epsilon)
+    return forward.corners, d_objects, mean_d_probe, noise.loss(intensity, measured, epsilon)
 
 
 @partial(jax.jit, static_argnames=("structure",))
@@ -136,6 +136,7 @@ def epie_iteration(
             obj,
             probe,
             positions[idx],
+            w,
             measured,
             propagators,
             detector_ramp,
@@ -158,8 +159,7 @@ def epie_iteration(
 
         step = hyper["beta_object"] / obj.shape[0]  # β_O/S: see the module docstring
         obj = obj + step * scatter_windows(d_objects, corners, w, obj.shape[-2:])
-        mean_d_probe = jnp.einsum("g,gmyx->myx", w, d_probe) / jnp.maximum(jnp.sum(w), 1.0)
-        probe = probe + hyper["beta_probe"] * hyper["probe_on"] * mean_d_probe
+        probe = probe + hyper["beta_probe"] * hyper["probe_on"] * d_probe
         return (obj, probe, positions), jnp.sum(w * losses) / jnp.maximum(jnp.sum(w), 1.0)
 
     variables, losses = jax.lax.scan(group_step, variables, (indices, weights))

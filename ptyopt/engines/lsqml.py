@@ -70,7 +70,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ptyopt import model, physics
+from ptyopt import model
 from ptyopt.engines.common import ConventionalRunner, ConventionalStructure
 from ptyopt.engines.positions import corrected_positions
 from ptyopt.engines.windows import scatter_windows
@@ -179,13 +179,8 @@ def _probe_direction(
     exit-wave update χ (G, M, N, N) and transmission (G, N, N)."""
     steepest = chi * jnp.conj(transmission)[:, None]
     # The incident probe was shifted by +r_j (model.shifted_probes): shift each position's
-    # direction back by −r_j, summing in Fourier space so that one inverse FFT per mode does.
-    back = physics.fourier_shift_ramp(-remainders, chi.shape[-2:]).astype(chi.dtype)
-    total = jnp.fft.ifft2(
-        jnp.einsum(
-            "g,gyx,gmyx->myx", windows.weights.astype(chi.dtype), back, jnp.fft.fft2(steepest)
-        )
-    )
+    # direction back by −r_j.
+    total = model.unshifted_sum(steepest, remainders, windows.weights)
     # Σ|O_j|² is left unshifted: a sub-pixel shift of a smooth weight changes little.
     illumination = jnp.einsum("g,gyx->yx", windows.weights, jnp.abs(transmission) ** 2)
     return _normalised(total, illumination, reg)
