@@ -161,18 +161,22 @@ def test_every_shipped_peer_engine_is_a_valid_plan_of_a_family_its_package_runs(
     assert package == plan_values["peer"]["package"] and plan.engine in adapter(package).ENGINES
 
 
-def test_the_scoreboard_arms_are_valid_and_share_one_budget():
+@pytest.mark.parametrize(
+    "comparison, dataset, iterations",
+    [
+        ("scoreboard", "thin_lowdose", 30),
+        ("scoreboard_thick", "thick10", 40),
+        ("scoreboard_thick_epie", "thick10", 40),
+    ],
+)
+def test_the_scoreboard_arms_are_valid_and_share_one_budget(comparison, dataset, iterations):
     from ptyopt.study.arms import arms_of
 
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        parent, _ = validate(compose("config", overrides=["study=scoreboard"]))
+        parent, _ = validate(compose("config", overrides=[f"study={comparison}"]))
         arms = arms_of(parent)
     assert {a.config.study.n_trials for a in arms} == {parent.study.n_trials}
-    assert {a.config.dataset.name for a in arms} == {"thin_lowdose"}
-    iterations = {
-        a.plan_values["peer"]["iterations"]
-        if "peer" in a.plan_values
-        else a.plan_values["engines"][0]["iterations"]
-        for a in arms
-    }
-    assert iterations == {30}
+    assert {a.config.dataset.name for a in arms} == {dataset}
+    plans = [a.plan_values.get("peer") or a.plan_values["engines"][0] for a in arms]
+    assert {plan["iterations"] for plan in plans} == {iterations}
+    assert len({plan["group_size"] for plan in plans}) == 1

@@ -1,7 +1,8 @@
 """Parity of ptyopt's engines with the peers', tuned against tuned: from the arms of the
 scoreboard comparisons (``study=scoreboard``: thin, dose-limited; ``scoreboard_thick``:
-the thick multislice case), whose arms ``<family>-<package>`` tune each package's
-engine family with the same trial budget and score every trial the same way.
+the thick multislice case; ``scoreboard_thick_epie``: its ePIE family with twice the
+trials), whose arms ``<family>-<package>`` tune each package's engine family with the
+same trial budget and score every trial the same way.
 
 Run ``python -m ptyopt.benchmarks.parity`` after the comparisons' reports
 (``python -m ptyopt report study=scoreboard_thick publish=true``); the peer benchmark
@@ -22,7 +23,7 @@ import pandas as pd
 from ptyopt import paths
 from ptyopt.benchmarks.report import regenerate_command, write_report
 
-COMPARISONS = ("scoreboard", "scoreboard_thick")
+COMPARISONS = ("scoreboard", "scoreboard_thick", "scoreboard_thick_epie")
 COLUMNS = [
     "comparison",
     "dataset",
@@ -106,7 +107,7 @@ def write_parity(
         + ", ".join(f"`reports/{name}/arms.csv`" for name in COMPARISONS)
         + ")",
         "",
-        *(__doc__ or "").splitlines()[:5],
+        *(__doc__ or "").splitlines()[:6],
         "",
         "Columns: `ptyopt_*` ptyopt's tuned best arm of the family (its best trial's final",
         "iterate); `peer_nrmse` the lowest of the peers' tuned best arms (`best_peer_nrmse`",

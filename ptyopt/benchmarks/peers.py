@@ -375,8 +375,9 @@ def _method_lines(
         "time (compilation included; the copies are not timed).",
         "",
         "Tuned against tuned (each package's engine family tuned with the same trial",
-        "budget; `study=scoreboard`, `study=scoreboard_thick`) and whether ptyopt reaches",
-        "the best peer's NRMSE and SSIM there: [parity.md](parity.md).",
+        "budget; `study=scoreboard`, `study=scoreboard_thick`, `study=scoreboard_thick_epie`)",
+        "and whether ptyopt reaches the best peer's NRMSE and SSIM there:",
+        "[parity.md](parity.md).",
     ]
     if skipped:
         lines += ["", "Skipped:", *(f"- {key}: {reason}" for key, reason in skipped.items())]
