@@ -80,8 +80,8 @@ def _group_update(
     obj, probe, group_positions, weights, measured, propagators, detector_ramp, noise, epsilon
 ):
     """Updates of one group: the window corners (G, 2) the per-position ΔO (S, G, N, N)
-    belong at, the group's mean Δprobe (M, N, N) (each position's shifted back by its
-    sub-pixel remainder, weights (G,) 0 for padding), and per-position losses (G,)."""
+    belong at, the group's weighted sum of Δprobe (M, N, N) (each position's shifted back
+    by its sub-pixel remainder, weights (G,) 0 for padding), and per-position losses (G,)."""
     forward = model.group_forward(
         obj, probe, group_positions, propagators, detector_ramp, keep_incident=True
     )
@@ -105,10 +105,8 @@ def _group_update(
     d_object_0, d_probe = _slice_updates(first_update, slices_first[0], incidents[0])
     d_objects = jnp.concatenate([d_object_0[None], d_objects])
     # The incident probe was shifted by +r: shift its update back by −r onto the probe grid.
-    mean_d_probe = model.unshifted_sum(d_probe, forward.remainders, weights) / jnp.maximum(
-        jnp.sum(weights), 1.0
-    )
-    return forward.corners, d_objects, mean_d_probe, noise.loss(intensity, measured, epsilon)
+    summed_d_probe = model.unshifted_sum(d_probe, forward.remainders, weights)
+    return forward.corners, d_objects, summed_d_probe, noise.loss(intensity, measured, epsilon)
 
 
 @partial(jax.jit, static_argnames=("structure",))
@@ -132,7 +130,7 @@ def epie_iteration(
         obj, probe, positions = carry
         idx, w = group
         measured = patterns[idx]
-        corners, d_objects, d_probe, losses = _group_update(
+        corners, d_objects, summed_d_probe, losses = _group_update(
             obj,
             probe,
             positions[idx],
@@ -159,8 +157,9 @@ def epie_iteration(
 
         step = hyper["beta_object"] / obj.shape[0]  # β_O/S: see the module docstring
         obj = obj + step * scatter_windows(d_objects, corners, w, obj.shape[-2:])
-        probe = probe + hyper["beta_probe"] * hyper["probe_on"] * d_probe
-        return (obj, probe, positions), jnp.sum(w * losses) / jnp.maximum(jnp.sum(w), 1.0)
+        count = jnp.maximum(jnp.sum(w), 1.0)  # positions in the group (padding weighs 0)
+        probe = probe + hyper["beta_probe"] * hyper["probe_on"] * summed_d_probe / count
+        return (obj, probe, positions), jnp.sum(w * losses) / count
 
     variables, losses = jax.lax.scan(group_step, variables, (indices, weights))
     return variables, jnp.mean(losses)
