@@ -97,17 +97,24 @@ class GradientSettings(EngineSettings):
 @dataclass
 class EpieSettings(EngineSettings):
     """ePIE/3PIE: step sizes β for object and probe (numbers or schedules); on S slices
-    each slice's object step is β_O/S (:mod:`ptyopt.engines.epie`)."""
+    each slice's object step is β_O/S. ``object_normalization``: ``position`` (each
+    position's update by its own illumination, summed over a group: textbook ePIE) or
+    ``group`` (the group's summed update by its summed illumination); ``alpha_object``:
+    rPIE's α in (0, 1] weighing the maximum against the local illumination (1: ePIE)
+    (:mod:`ptyopt.engines.epie`)."""
 
     SCHEDULED: ClassVar[tuple[str, ...]] = (
         "beta_object",
         "beta_probe",
+        "alpha_object",
     )  # numbers or schedules, arrays in the step
 
     kind: str = "epie"
     group_size: int = 1
     beta_object: Any = 1.0
     beta_probe: Any = 1.0
+    alpha_object: Any = 1.0
+    object_normalization: str = "position"
 
 
 @dataclass
@@ -326,6 +333,8 @@ def _check_engine(engine: EngineSettings, where: str) -> None:
             getattr(engine, name), f"{where}.{name}", engine.iterations, name in _ZERO_ALLOWED
         )
     parse_constraints(engine.constraints, f"{where}.constraints")
+    if isinstance(engine, EpieSettings):
+        _check_epie(engine, where)
     if isinstance(engine, GradientSettings):
         parse_regularizers(engine.regularizers, f"{where}.regularizers", engine.iterations)
         for name in ("object_solver", "probe_solver"):
@@ -346,6 +355,24 @@ def _check_engine(engine: EngineSettings, where: str) -> None:
 
 
 SOLVERS = ("adam", "sgd", "polyak_sgd")
+OBJECT_NORMALIZATIONS = ("position", "group")
+
+
+def _check_epie(engine: EpieSettings, where: str) -> None:
+    """ePIE's normalisation: a known name, and rPIE's α in (0, 1] at every iteration."""
+    _require(
+        engine.object_normalization in OBJECT_NORMALIZATIONS,
+        f"{where}.object_normalization",
+        f"unknown normalisation {engine.object_normalization!r}; "
+        f"choose one of {list(OBJECT_NORMALIZATIONS)}",
+    )
+    alpha = make_schedule(engine.alpha_object, f"{where}.alpha_object", engine.iterations)
+    values = [alpha(i) for i in range(engine.iterations)]
+    _require(
+        0 < min(values) and max(values) <= 1,
+        f"{where}.alpha_object",
+        f"must be in (0, 1] at every iteration, got {min(values):g} … {max(values):g}",
+    )
 
 
 def parse_plan(values: Mapping) -> Plan:

@@ -55,7 +55,7 @@ def test_ctrl_c_fails_the_running_trial_and_exits_130(env, tmp_path):
         "-m",
         "ptyopt",
         *STUDY,
-        "plan.engines.0.iterations=400",
+        "plan.engines.0.iterations=4000",  # far longer than the test takes to interrupt it
         f"study.name={name}",
         "study.n_trials=3",
     ]

@@ -54,16 +54,18 @@ TRIALS = {
         {
             "beta_object": b,
             "beta_probe": {"kind": "cosine", "value": b},
+            "alpha_object": {"kind": "cosine", "value": b, "end": b / 2},
+            "object_normalization": normalization,
             "noise": {"model": "amplitude", "epsilon": eps},
             "probe_update_start": start,
             "position_correction": {"start": 1, "step": 0.1 * b, "max_step_px": b},
         }
-        for b, eps, start in [
-            (1.0, 0.0, 0),
-            (0.5, 0.3, 1),
-            (0.8, 1.0, 2),
-            (0.3, 0.1, 0),
-            (0.9, 2.0, 1),
+        for b, eps, start, normalization in [
+            (1.0, 0.0, 0, "position"),
+            (0.5, 0.3, 1, "group"),
+            (0.8, 1.0, 2, "position"),
+            (0.3, 0.1, 0, "group"),
+            (0.9, 2.0, 1, "group"),
         ]
     ],
     "lsqml": [

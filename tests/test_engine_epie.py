@@ -67,47 +67,81 @@ def run(measurements, engine, state=None, **plan):
     return final, reports
 
 
-def test_update_is_normalised_steepest_descent(thick):
-    """For one position, a pure-phase object (max|O|² = 1) and the amplitude model, the
-    3PIE updates are exact adjoints: Δprobe = −∂L/∂P* and ΔO_n = −∂L/∂O_n* / (S·max
-    Σ_modes|ψ_n|²) (β_O/S with β_O = 1, the module docstring's equations), through S = 4
-    slices, 2 modes and a sub-pixel shift. (Shapes as in the mixed-state test, so the
-    compiled step is shared.)"""
-    _, measurements = thick
-    state = initial_state(measurements, 4, 2, 0)
-    phase = np.random.default_rng(1).uniform(0, 0.5, state.object.shape)
-    obj, probe, positions = (
-        jnp.asarray(np.exp(1j * phase), jnp.complex64),
-        state.probe,
-        state.positions_px,
-    )
-    remainders = np.abs(np.asarray(positions - jnp.round(positions)))
-    index = int(np.argmax(remainders.min(axis=1)))
-    assert remainders[index].min() > 0.1  # a real sub-pixel shift on both axes
-    # Groups of one position each; only the first, holding `index`, has weight 1.
-    indices = jnp.full((len(positions), 1), index, jnp.int32)
-    weights = jnp.zeros((len(positions), 1), jnp.float32).at[0].set(1.0)
-    values = dict(
-        beta_object=1.0,
-        beta_probe=1.0,
-        epsilon=0.0,
-        probe_on=1.0,
-        position_step=0.0,
-        positions_on=0.0,
-        max_step_px=0.5,
+def _one_group_step(measurements, state, obj, indices, weights, **values):
+    """One ePIE iteration over the groups ``indices``/``weights`` from ``obj`` and the
+    state's probe and positions, hyperparameters ``values`` over the defaults (β = 1,
+    α = 1, "position" normalisation, no position correction); returns (object, probe)."""
+    values = (
+        dict(
+            beta_object=1.0,
+            beta_probe=1.0,
+            alpha_object=1.0,
+            group_normalised=0.0,
+            epsilon=0.0,
+            probe_on=1.0,
+            position_step=0.0,
+            positions_on=0.0,
+            max_step_px=0.5,
+        )
+        | values
     )
     hyper = {name: jnp.asarray(value, jnp.float32) for name, value in values.items()}
-    propagators = state.propagators(measurements)
     (new_obj, new_probe, _), _ = epie.epie_iteration(
-        (obj, probe, positions),
+        (obj, state.probe, state.positions_px),
         measurements.patterns,
         indices,
         weights,
-        propagators,
+        state.propagators(measurements),
         measurements.detector_ramp,
         hyper,
         ConventionalStructure("amplitude"),
     )
+    return new_obj, new_probe
+
+
+def _random_phase_object(state, seed: int = 1) -> jnp.ndarray:
+    phase = np.random.default_rng(seed).uniform(0, 0.5, state.object.shape)
+    return jnp.asarray(np.exp(1j * phase), jnp.complex64)
+
+
+def _subpixel_position(positions) -> int:
+    """Index of a position with a real sub-pixel remainder on both axes."""
+    remainders = np.abs(np.asarray(positions - jnp.round(positions)))
+    index = int(np.argmax(remainders.min(axis=1)))
+    assert remainders[index].min() > 0.1
+    return index
+
+
+@pytest.mark.parametrize(
+    "alpha, group_normalised",
+    [(1.0, 0.0), (0.4, 0.0), (0.4, 1.0)],
+    ids=["epie", "rpie-position", "rpie-group"],
+)
+def test_update_is_normalised_steepest_descent(thick, alpha, group_normalised):
+    """For one position, a pure-phase object (max|O|² = 1) and the amplitude model, the
+    3PIE updates are exact adjoints: Δprobe = −∂L/∂P* and ΔO_n = −∂L/∂O_n* /
+    (S·((1−α)·I_n + α·max I_n)) (β_O/S with β_O = 1, I_n = Σ_modes|ψ_n|² on the object
+    grid, the module docstring's equations; α = 1 is ePIE, α < 1 rPIE, and for one
+    position the "group" normalisation is the "position" one), through S = 4 slices,
+    2 modes and a sub-pixel shift. (Shapes as in the mixed-state test, so the compiled
+    step is shared.)"""
+    _, measurements = thick
+    state = initial_state(measurements, 4, 2, 0)
+    obj, probe, positions = _random_phase_object(state), state.probe, state.positions_px
+    index = _subpixel_position(positions)
+    # Groups of one position each; only the first, holding `index`, has weight 1.
+    indices = jnp.full((len(positions), 1), index, jnp.int32)
+    weights = jnp.zeros((len(positions), 1), jnp.float32).at[0].set(1.0)
+    new_obj, new_probe = _one_group_step(
+        measurements,
+        state,
+        obj,
+        indices,
+        weights,
+        alpha_object=alpha,
+        group_normalised=group_normalised,
+    )
+    propagators = state.propagators(measurements)
 
     def loss(o, p):
         intensity = model.far_field_intensities(
@@ -124,14 +158,57 @@ def test_update_is_normalised_steepest_descent(thick):
         -jnp.conj(grad_probe) / 2,
         atol=1e-4 * float(jnp.max(jnp.abs(grad_probe))),
     )
-    incidents = model.group_forward(
+    forward = model.group_forward(
         obj, probe, positions[index][None], propagators, keep_incident=True
-    ).incidents  # (S, 1, M, N, N)
-    illumination_max = jnp.max(jnp.sum(jnp.abs(incidents) ** 2, axis=2), axis=(1, 2, 3))
-    expected = -jnp.conj(grad_obj) / 2 / (4 * illumination_max[:, None, None])
-    np.testing.assert_allclose(
-        new_obj - obj, expected, atol=1e-4 * float(jnp.max(jnp.abs(expected)))
     )
+    window = np.sum(np.abs(np.asarray(forward.incidents[:, 0])) ** 2, axis=1)  # (S, N, N)
+    (y, x), n = np.asarray(forward.corners[0]), window.shape[-1]
+    illumination = np.zeros(obj.shape, np.float32)
+    illumination[:, y : y + n, x : x + n] = window
+    brightest = illumination.max(axis=(1, 2), keepdims=True)
+    denominator = (1 - alpha) * illumination + alpha * brightest
+    expected = -np.conj(np.asarray(grad_obj)) / 2 / (4 * denominator)
+    np.testing.assert_allclose(new_obj - obj, expected, atol=1e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_group_normalisation_divides_by_the_groups_illumination(thick, alpha):
+    """A group holding the same position twice: the "position" normalisation adds the
+    two identical updates (twice one position's), the "group" normalisation divides
+    their sum by the summed illumination, which gives exactly one position's update;
+    the probe update is their mean, one position's, either way."""
+    _, measurements = thick
+    state = initial_state(measurements, 4, 2, 0)
+    obj = _random_phase_object(state)
+    index = _subpixel_position(state.positions_px)
+    groups = len(state.positions_px)
+    weights_one = jnp.zeros((groups, 1), jnp.float32).at[0].set(1.0)
+    weights_two = jnp.zeros((groups, 2), jnp.float32).at[0].set(1.0)
+    one = {"indices": jnp.full((groups, 1), index, jnp.int32), "weights": weights_one}
+    two = {"indices": jnp.full((groups, 2), index, jnp.int32), "weights": weights_two}
+    results = {
+        (name, normalised): _one_group_step(
+            measurements,
+            state,
+            obj,
+            **group,
+            alpha_object=alpha,
+            group_normalised=normalised,
+        )
+        for name, group in (("one", one), ("two", two))
+        for normalised in (0.0, 1.0)
+    }
+    single_obj, single_probe = results[("one", 0.0)]
+    step = np.asarray(single_obj - obj)
+    assert np.abs(step).max() > 1e-3  # a real update
+    tolerance = 1e-5 * np.abs(step).max()
+    np.testing.assert_allclose(results[("one", 1.0)][0] - obj, step, atol=tolerance)
+    np.testing.assert_allclose(results[("two", 1.0)][0] - obj, step, atol=tolerance)
+    np.testing.assert_allclose(results[("two", 0.0)][0] - obj, 2 * step, atol=2 * tolerance)
+    for key in results:
+        np.testing.assert_allclose(
+            results[key][1], single_probe, atol=1e-5 * float(jnp.max(jnp.abs(single_probe)))
+        )
 
 
 def test_single_slice_converges(thin):

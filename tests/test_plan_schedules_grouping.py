@@ -122,6 +122,23 @@ def test_plan_of_several_engines():
         ),
         ({"engines": [{"kind": "epie", "beta_object": 0}]}, r"beta_object: must be > 0 "),
         ({"engines": [{"kind": "epie", "beta_probe": -1}]}, r"beta_probe: must be >= 0"),
+        (
+            {"engines": [{"kind": "epie", "alpha_object": 1.5}]},
+            r"engines\[0\]\.alpha_object: must be in \(0, 1\] at every iteration, got 1\.5",
+        ),
+        (
+            {
+                "engines": [
+                    {"kind": "epie", "alpha_object": {"kind": "cosine", "value": 0.5, "steps": 5}}
+                ]
+            },
+            r"alpha_object: must be in \(0, 1\] at every iteration, got 0 ",
+        ),
+        (
+            {"engines": [{"kind": "epie", "object_normalization": "pixel"}]},
+            r"object_normalization: unknown normalisation 'pixel'; choose one of "
+            r"\['position', 'group'\]",
+        ),
         ({"engines": [{"kind": "lsqml", "beta_object": -0.9}]}, r"beta_object: must be >= 0"),
         (
             {"engines": [{"kind": "lsqml", "illum_reg_probe": -1e-3}]},

@@ -137,7 +137,9 @@ class ConventionalStructure:
 class ConventionalRunner:
     """Runner of a conventional engine (ePIE, LSQML): evaluates the schedules of the
     ``scheduled`` settings plus the base ones and calls the engine's compiled
-    ``iteration_fn(variables, patterns, indices, weights, propagators, ramp, hyper, structure)``."""
+    ``iteration_fn(variables, patterns, indices, weights, propagators, ramp, hyper, structure)``;
+    ``constants``: further hyperparameters, the same at every iteration (numbers, arrays
+    in ``hyper`` like the rest)."""
 
     def __init__(
         self,
@@ -146,8 +148,10 @@ class ConventionalRunner:
         settings: EngineSettings,
         measurements: Measurements,
         state: ReconState,
+        constants: dict[str, float] | None = None,
     ):
         self.iteration_fn = iteration_fn
+        self.constants = dict(constants or {})
         self.settings = settings
         self.measurements = measurements
         self.structure = ConventionalStructure(settings.noise.model)
@@ -166,7 +170,7 @@ class ConventionalRunner:
             jnp.asarray(groups.weights, real),
             self.propagators,
             self.measurements.detector_ramp,
-            hyperparameters(self.settings, self.schedules, iteration, real),
+            hyperparameters(self.settings, self.schedules, iteration, real, self.constants),
         )
         return Step(self.iteration_fn, arguments, self.structure)
 
