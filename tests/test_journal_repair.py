@@ -1,12 +1,15 @@
 """A journal storage whose last record was cut short (a worker killed mid-append, a power
 cut) is repaired before it is opened: the damaged file is kept, the incomplete line cut
 off, and rerunning the study resumes it with every earlier complete trial intact. Damage
-before the last line is refused with one line naming the file and the line."""
+before the last line is refused with one line naming the file and the line. A Ctrl-C
+inside an append lets the record finish and the lock go first."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -20,6 +23,7 @@ from optuna.storages.journal import JournalFileBackend
 from ptyopt.errors import ConfigError
 from ptyopt.paths import conf_dir
 from ptyopt.study.components import make_storage
+from ptyopt.study.journal import InterruptSafeJournalFile
 from ptyopt.study.runner import run_study, study_dir
 from ptyopt.study.settings import StorageSettings, validate
 
@@ -116,3 +120,37 @@ def test_a_sound_journal_is_left_alone(two_trials, tmp_path):
     make_storage(StorageSettings(), folder)
     assert (folder / "journal.log").read_bytes() == before
     assert not list(folder.glob("journal.log.damaged-*"))
+
+
+def _interrupting_lock(monkeypatch):
+    """Make every journal lock send this process a SIGINT the moment it is acquired, as a
+    Ctrl-C in the middle of an append would arrive."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    acquire = JournalFileSymlinkLock.acquire
+
+    def acquire_then_interrupt(self):
+        acquired = acquire(self)
+        os.kill(os.getpid(), signal.SIGINT)
+        return acquired
+
+    monkeypatch.setattr(JournalFileSymlinkLock, "acquire", acquire_then_interrupt)
+
+
+def test_a_ctrl_c_inside_an_append_leaves_no_lock_behind(tmp_path, monkeypatch):
+    """Optuna's own journal file, interrupted inside its append, keeps its lock file (the
+    next writer would wait 30 s for it); ptyopt's finishes the record, releases the
+    lock and only then raises KeyboardInterrupt."""
+    record = {"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}
+    _interrupting_lock(monkeypatch)
+    plain = tmp_path / "plain.log"
+    with pytest.raises(KeyboardInterrupt):
+        JournalFileBackend(str(plain)).append_logs([record])
+    assert (tmp_path / "plain.log.lock").is_symlink()  # the stale lock the study waited on
+
+    safe = tmp_path / "safe.log"
+    with pytest.raises(KeyboardInterrupt):
+        InterruptSafeJournalFile(str(safe)).append_logs([record])
+    assert not (tmp_path / "safe.log.lock").exists()
+    assert [json.loads(line) for line in safe.read_text().splitlines()] == [record]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

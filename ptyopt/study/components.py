@@ -17,10 +17,10 @@ import numpy as np
 import optuna
 import sqlalchemy.exc
 from optuna.storages import RDBStorage
-from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages.journal import JournalStorage
 
 from ptyopt.errors import ConfigError
-from ptyopt.study.journal import repair_journal
+from ptyopt.study.journal import InterruptSafeJournalFile, repair_journal
 from ptyopt.study.settings import PrunerSettings, SamplerSettings, StorageSettings
 
 
@@ -184,12 +184,13 @@ class RetryTrial:
 def make_storage(settings: StorageSettings, study_dir: Path) -> optuna.storages.BaseStorage:
     """Journal file (default), SQLite or PostgreSQL storage; RDB storages get heartbeats
     and retry failed trials. A journal's damaged last record is repaired first
-    (:func:`ptyopt.study.journal.repair_journal`)."""
+    (:func:`ptyopt.study.journal.repair_journal`), and its appends are never cut short by
+    a Ctrl-C (:class:`~ptyopt.study.journal.InterruptSafeJournalFile`)."""
     study_dir.mkdir(parents=True, exist_ok=True)
     if settings.kind == "journal":
         journal = study_dir / "journal.log"
         repair_journal(journal)
-        return JournalStorage(JournalFileBackend(str(journal)))
+        return JournalStorage(InterruptSafeJournalFile(str(journal)))
     url = settings.url or f"sqlite:///{study_dir / 'study.db'}"
     if settings.kind == "postgres":
         url = _with_password(url, settings.password_env)

@@ -10,17 +10,27 @@ line is cut off (a complete JSON record that only lacks its newline gets the new
 after copying the file to ``journal.log.damaged-<UTC time>``. A line that is not a
 record anywhere before the last one is damage that cannot be repaired safely: a
 ConfigError naming the file and the line.
+
+A Ctrl-C must not land inside an append either: the interrupted writer would leave its
+lock file behind, and the study's next write (the interrupted trial's FAIL) would wait
+the lock's grace period (30 s) first. :class:`InterruptSafeJournalFile` defers SIGINT
+until its append is complete.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from optuna.storages.journal import JournalFileSymlinkLock
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.storages.journal._file import get_lock_file
 
 from ptyopt.errors import ConfigError
@@ -88,3 +98,31 @@ def repair_journal(path: Path) -> Path | None:
         file=sys.stderr,
     )
     return backup
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Run the body with SIGINT held back: a Ctrl-C during it is handled (by the handler
+    that was installed before, Python's KeyboardInterrupt by default) once it is done.
+    Only the main thread receives signals; elsewhere the body just runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, _frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(signal.SIGINT, None)
+
+
+class InterruptSafeJournalFile(JournalFileBackend):
+    """Optuna's journal file whose appends complete before a Ctrl-C takes effect
+    (:func:`deferred_interrupt`), so that an interrupted study leaves neither its lock
+    file nor a partial record behind."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        with deferred_interrupt():
+            super().append_logs(logs)
