@@ -118,6 +118,50 @@ def test_a_peer_trial_scores_what_the_same_reconstruction_scores_as_ours(ours_as
     }
 
 
+def test_a_peer_that_returns_nan_fails_its_trial_naming_the_divergence(monkeypatch, tmp_path):
+    """A peer that runs to the end on a diverged object (py4DSTEM at large steps does) fails
+    its trial with a DivergenceError's message, not numpy's "All-NaN slice" from the
+    scoring; the next trial still runs."""
+    from ptyopt.data.file import read_dataset
+    from ptyopt.initial import object_geometry
+
+    def run(dataset_path, plan, workdir):
+        shape = object_geometry(read_dataset(dataset_path)).shape
+        value = np.nan if plan.step["beta_object"] > 1 else 1.0
+        return PeerResult(
+            "phaser",
+            "0-nan",
+            plan.engine,
+            np.full((1, *shape), value, np.complex64),
+            (0.1,) * plan.iterations,
+            1.0,
+            {},
+        )
+
+    fake = types.SimpleNamespace(ENGINES=("lsqml",), run=run)
+    monkeypatch.setitem(sys.modules, "ptyopt.peers.phaser", fake)
+    monkeypatch.setattr(runner, "check_runnable", lambda package: None)
+    monkeypatch.setenv("PTYOPT_HOME", str(tmp_path))
+    config, plan_values = validate(
+        composed(
+            "study.name=diverging",
+            "study.n_trials=2",
+            "plan.peer.iterations=3",
+            "sampler=grid",
+            search_space=f"{{{BETA}: {{type: categorical, choices: [2.0, 0.5]}}}}",
+        )
+    )
+    trials = runner.run_study(config, plan_values, progress=False).trials
+    by_beta = {trial.params[BETA]: trial for trial in trials}
+    failed = by_beta[2.0]
+    assert failed.state.name == "FAIL"
+    assert failed.user_attrs["fail_reason"] == (
+        "phaser lsqml engine diverged at iteration 2: its final object holds NaN or inf "
+        "(the peer ran to the end without noticing)"
+    )
+    assert by_beta[0.5].state.name == "COMPLETE"
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

@@ -144,6 +144,7 @@ def write_peer_trial(
 
 def run_peer_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     """Run one trial of a peer plan (module docstring); returns its objective values."""
+    from ptyopt.engines.common import DivergenceError
     from ptyopt.study.artifacts import resolved_config, trial_dir
     from ptyopt.study.components import suggest
     from ptyopt.study.runner import score_metrics
@@ -159,6 +160,12 @@ def run_peer_trial(trial: optuna.Trial, work: Workspace) -> list[float]:
     trial.set_user_attr("trial_dir", str(folder))
     trial.set_user_attr("plan", trial_plan)
     result: PeerResult = adapter(package).run(work.dataset_path, plan, folder / "peer")
+    if not np.all(np.isfinite(result.object_slices)):
+        raise DivergenceError(
+            f"{package} {plan.engine}",
+            len(result.iteration_s) - 1,
+            "its final object holds NaN or inf (the peer ran to the end without noticing)",
+        )
     times = timings(result)
     scores = score_metrics(result.object_slices, work.dataset, work.measurements)
     scores.update(image_scores(result.object_slices, work.measurements))
