@@ -8,9 +8,11 @@ Engine family. py4DSTEM's ``gradient-descent`` update is a normalised steepest-d
 step of the amplitude loss over batches of positions: with ``normalization_min = 1``
 the object step is ``step_size·Σ_batch conj(P)·Δψ / max Σ_batch |P|²`` and the probe
 step ``step_size·Σ_batch conj(O)·Δψ / max Σ_batch |O|²``, Δψ the exit-wave change of
-the modulus constraint. For one position per batch the object step is ePIE's exactly
-and the probe step ePIE's but for the frame it is added in (below), so ptyopt's
-``epie`` family maps onto it (``group_size`` → ``max_batch_size``); ptyopt's
+the modulus constraint (``plan.native.normalization_min`` < 1 mixes in the local
+illumination, as ptyopt's ePIE's α does with its "group" normalisation; the
+``scoreboard_thick_epie`` study tunes it). For one position per batch the object step
+is ePIE's exactly and the probe step ePIE's but for the frame it is added in (below), so
+ptyopt's ``epie`` family maps onto it (``group_size`` → ``max_batch_size``); ptyopt's
 ``gradient`` (optax solvers on the autodiff gradient) and ``lsqml`` (per-group optimal
 steps) have no equivalent in py4DSTEM and are refused, as is the Poisson noise model
 (py4DSTEM fits amplitudes only). Its projection methods (DM, RAAR, GS...) have no
