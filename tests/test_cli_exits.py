@@ -61,7 +61,14 @@ def test_ctrl_c_fails_the_running_trial_and_exits_130(env, tmp_path):
     ]
     journal = tmp_path / "studies" / name / "journal.log"
     worker = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a suite started in the background by a non-interactive shell has SIGINT ignored,
+        # and its children would inherit that: the worker gets the terminal's default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         wait_for(journal.exists, 120, str(journal), worker)

@@ -143,14 +143,20 @@ def test_a_ctrl_c_inside_an_append_leaves_no_lock_behind(tmp_path, monkeypatch):
     lock and only then raises KeyboardInterrupt."""
     record = {"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}
     _interrupting_lock(monkeypatch)
-    plain = tmp_path / "plain.log"
-    with pytest.raises(KeyboardInterrupt):
-        JournalFileBackend(str(plain)).append_logs([record])
-    assert (tmp_path / "plain.log.lock").is_symlink()  # the stale lock the study waited on
+    # Python's own Ctrl-C handler, even where this process inherited SIGINT ignored (a
+    # suite started in the background by a non-interactive shell)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        plain = tmp_path / "plain.log"
+        with pytest.raises(KeyboardInterrupt):
+            JournalFileBackend(str(plain)).append_logs([record])
+        assert (tmp_path / "plain.log.lock").is_symlink()  # the stale lock a study waits on
 
-    safe = tmp_path / "safe.log"
-    with pytest.raises(KeyboardInterrupt):
-        InterruptSafeJournalFile(str(safe)).append_logs([record])
-    assert not (tmp_path / "safe.log.lock").exists()
-    assert [json.loads(line) for line in safe.read_text().splitlines()] == [record]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+        safe = tmp_path / "safe.log"
+        with pytest.raises(KeyboardInterrupt):
+            InterruptSafeJournalFile(str(safe)).append_logs([record])
+        assert not (tmp_path / "safe.log.lock").exists()
+        assert [json.loads(line) for line in safe.read_text().splitlines()] == [record]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, previous)
