@@ -8,6 +8,7 @@ import pytest
 
 from ptyopt import model
 from ptyopt.benchmarks import profile, scale
+from ptyopt.engines import chunks
 
 
 def test_forward_model_fft_count_is_the_multislice_count():
@@ -41,11 +42,15 @@ def test_cond_counts_its_cheaper_branch_and_scan_its_length():
 
 
 @pytest.mark.parametrize("slices", [1, 3])
-def test_epie_iteration_fft_count(slices):
+@pytest.mark.parametrize("chunk_count", [1, 2])
+def test_epie_iteration_fft_count(slices, chunk_count, monkeypatch):
     # ePIE per position and mode: the shifted probe (1), S−1 forward propagations (2
     # each), the far field (1), its inverse (1), S−1 backward propagations (2 each), the
-    # probe update's spectrum (1): 4S; per group and mode, the probe's spectrum and the
-    # inverse FFT of the group's summed, shifted-back probe update (2).
+    # probe update's spectrum (1): 4S; per chunk of a group's positions
+    # (ptyopt.engines.chunks) and mode, the probe's spectrum and the inverse FFT of the
+    # chunk's summed, shifted-back probe update (2).
+    monkeypatch.setattr(chunks, "chunk_count", lambda positions: chunk_count)
+    jax.clear_caches()  # the chunk count is fixed when a step is traced
     measurements, _ = scale.synthetic_measurements(side=4, pixels=32, slices=slices)
     work = profile.iteration_work(measurements, "epie", group=8, slices=slices, modes=1)
-    assert work.ffts == {(32, 32): 16 * 4 * slices + 2 * 2}
+    assert work.ffts == {(32, 32): 16 * 4 * slices + 2 * 2 * chunk_count}

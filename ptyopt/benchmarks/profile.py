@@ -14,8 +14,9 @@ it). For each engine, in this process:
   element-wise traffic), expressed as passes over the iteration's waves (positions ×
   modes × slices × N² complex64);
 - the FFT time: one N×N complex64 transform's time, measured on batches the size of
-  one group's waves (best of several, forward and inverse), times the count; the same
-  for ``scipy.fft`` with all cores (what a faster FFT library would give);
+  one group's waves split into concurrent chunks as the engines split them (best of
+  several, forward and inverse), times the count; the same for ``scipy.fft`` with all
+  cores (what a faster FFT library would give);
 - the iteration time: the median of ``--iterations`` timed iterations after one that
   compiles (:func:`ptyopt.benchmarks.engines.time_iterations`).
 
@@ -172,12 +173,20 @@ def _best_seconds(call: Callable[[], object], repeats: int) -> float:
 
 def fft_seconds(pixels: int, batch: int, repeats: int = 7) -> float:
     """XLA's seconds per pixels×pixels complex64 transform [s]: a jitted fft2 then ifft2
-    of a (batch, N, N) array, best of ``repeats``."""
+    of a (batch, N, N) array, best of ``repeats``; the batch split into the concurrent
+    chunks the engines use (:mod:`ptyopt.engines.chunks`: one per core), since one XLA
+    FFT runs on one core."""
     import jax
     import jax.numpy as jnp
 
+    from ptyopt.engines.chunks import over_chunks
+
     data = jnp.asarray(_test_waves(pixels, batch))
-    round_trip = jax.jit(lambda x: jnp.fft.ifft2(jnp.fft.fft2(x)))
+
+    @jax.jit
+    def round_trip(x):
+        return over_chunks(lambda part: (jnp.fft.ifft2(jnp.fft.fft2(part)),), (x,), (0,))[0]
+
     return _best_seconds(lambda: round_trip(data).block_until_ready(), repeats) / (2 * batch)
 
 

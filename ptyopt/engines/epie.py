@@ -66,6 +66,7 @@ import jax
 import jax.numpy as jnp
 
 from ptyopt import model
+from ptyopt.engines.chunks import over_chunks
 from ptyopt.engines.common import ConventionalRunner, ConventionalStructure
 from ptyopt.engines.positions import corrected_positions
 from ptyopt.engines.windows import scatter_windows
@@ -99,10 +100,10 @@ def _slice_updates(exit_update, transmission, incident, hyper):
 def _group_update(
     obj, probe, group_positions, weights, measured, propagators, detector_ramp, noise, hyper
 ):
-    """Updates of one group: the window corners (G, 2) the per-position ΔO and
-    illuminations (S, G, N, N) belong at, the group's weighted sum of Δprobe (M, N, N)
-    (each position's shifted back by its sub-pixel remainder, weights (G,) 0 for
-    padding), and per-position losses (G,)."""
+    """Updates of one group (or of a chunk of its positions, :func:`over_chunks`): the
+    window corners (G, 2) the per-position ΔO and illuminations (S, G, N, N) belong at,
+    the weighted sum of Δprobe (M, N, N) (each position's shifted back by its sub-pixel
+    remainder, weights (G,) 0 for padding), and per-position losses (G,)."""
     forward = model.group_forward(
         obj, probe, group_positions, propagators, detector_ramp, keep_incident=True
     )
@@ -174,8 +175,22 @@ def epie_iteration(
         obj, probe, positions = carry
         idx, w = group
         measured = patterns[idx]
-        corners, d_objects, illuminations, summed_d_probe, losses = _group_update(
-            obj, probe, positions[idx], w, measured, propagators, detector_ramp, noise, hyper
+
+        def chunk_update(chunk_positions, chunk_weights, chunk_measured):
+            return _group_update(
+                obj,
+                probe,
+                chunk_positions,
+                chunk_weights,
+                chunk_measured,
+                propagators,
+                detector_ramp,
+                noise,
+                hyper,
+            )
+
+        corners, d_objects, illuminations, summed_d_probe, losses = over_chunks(
+            chunk_update, (positions[idx], w, measured), (0, 1, 1, None, 0)
         )
 
         positions = corrected_positions(

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from ptyopt import model
+from ptyopt.engines.chunks import over_chunks
 from ptyopt.engines.common import Step, base_schedules, hyperparameters
 from ptyopt.grouping import Groups
 from ptyopt.initial import Measurements, ReconState
@@ -114,10 +115,15 @@ def gradient_iteration(
         idx, w = group
 
         def loss_fn(obj, probe, positions):
-            intensity = model.far_field_intensities(
-                obj, probe, positions[idx], propagators, detector_ramp
-            )
-            data = jnp.sum(w * noise.loss(intensity, patterns[idx], hyper["epsilon"])) / jnp.sum(w)
+            def weighted_loss(chunk_idx, chunk_w):
+                intensity = model.far_field_intensities(
+                    obj, probe, positions[chunk_idx], propagators, detector_ramp
+                )
+                losses = noise.loss(intensity, patterns[chunk_idx], hyper["epsilon"])
+                return (jnp.sum(chunk_w * losses),)
+
+            (summed,) = over_chunks(weighted_loss, (idx, w), (None,))
+            data = summed / jnp.sum(w)
             cost = sum(
                 hyper[f"weight_{name}"] * REGULARIZERS[name](obj, probe)
                 for name in structure.regularizers

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from ptyopt import model
+from ptyopt.engines.chunks import over_chunks
 
 
 def corrected_positions(
@@ -33,11 +34,14 @@ def corrected_positions(
     epsilon, step_px = hyper["epsilon"], hyper["position_step"]
     max_step_px, active = hyper["max_step_px"], hyper["positions_on"]
 
-    def group_loss(group_positions):
+    def weighted_loss(chunk_positions, chunk_weights, chunk_measured):
         intensity = model.far_field_intensities(
-            obj, probe, group_positions, propagators, detector_ramp
+            obj, probe, chunk_positions, propagators, detector_ramp
         )
-        return jnp.sum(weights * loss(intensity, measured, epsilon))
+        return (jnp.sum(chunk_weights * loss(intensity, chunk_measured, epsilon)),)
+
+    def group_loss(group_positions):
+        return over_chunks(weighted_loss, (group_positions, weights, measured), (None,))[0]
 
     def correct():
         gradient = jax.grad(group_loss)(positions[indices])

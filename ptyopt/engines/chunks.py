@@ -1,0 +1,63 @@
+"""A group's positions split into chunks that run concurrently on a multi-core CPU.
+
+XLA's CPU runtime runs each FFT of a batch on one core (DUCC's threading does not pay at
+64–256 px) but runs independent operations side by side (its thunk executor starts every
+operation whose inputs are ready). The per-position chain of an iteration — the
+multislice forward pass, the far field, the wave updates and their back-propagation —
+is independent between positions, so :func:`over_chunks` writes it out once per chunk of
+positions: separate operations that the cores take up in parallel, joined only where
+the engine sums over the group. The gradient engine chunks its data loss (autodiff then
+chunks the backward pass too), ePIE its whole per-position update, every engine's
+position correction its loss. On ``thick10`` (10 slices, groups of 64, 2 cores) an
+iteration took 0.70–0.82× (gradient) and 0.79–0.88× (ePIE) the time of one chunk
+(interleaved, 2026-12-03). LSQML is not chunked: its per-slice step fits need the whole
+group, and concatenating the chunks' per-slice waves for them made it 1.1–1.2× slower.
+The results are the same up to the order of floating-point sums.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+MIN_CHUNK = 4
+"""The fewest positions a chunk is given (smaller ones cost more in overhead than the
+parallelism gains)."""
+
+
+def chunk_count(positions: int) -> int:
+    """Chunks for a group of ``positions``: one per CPU core this process may use, each
+    of at least :data:`MIN_CHUNK` positions; 1 on an accelerator, whose FFTs are parallel
+    already, and for a group too small to split."""
+    if jax.default_backend() != "cpu":
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)), positions // MIN_CHUNK))
+
+
+def over_chunks(
+    function: Callable[..., tuple],
+    per_position: Sequence[jnp.ndarray],
+    out_axes: Sequence[int | None],
+) -> tuple:
+    """``function(*per_position)`` computed chunk by chunk of the positions.
+
+    per_position: arrays whose leading axis is the group's positions (G, …), split into
+    :func:`chunk_count` (G) contiguous chunks; ``function`` takes one chunk of each and
+    returns a tuple; out_axes: for each output, the axis its chunks are concatenated
+    along, or ``None`` for an output summed over the chunks (a sum over positions)."""
+    positions = per_position[0].shape[0]
+    chunks = chunk_count(positions)
+    if chunks == 1:
+        return tuple(function(*per_position))
+    bounds = [round(i * positions / chunks) for i in range(chunks + 1)]
+    results = [
+        function(*(x[start:stop] for x in per_position))
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    return tuple(
+        sum(parts[1:], parts[0]) if axis is None else jnp.concatenate(parts, axis=axis)
+        for axis, parts in zip(out_axes, zip(*results, strict=True), strict=True)
+    )
