@@ -199,8 +199,10 @@ def run_all(
 
 def table(runs: Sequence[Run]) -> pd.DataFrame:
     """One row per dataset × engine × package: times and peak memory the medians over
-    the repeats, scores the full (first) run's, and the ratio of its s_per_iter to
-    ptyopt's on the same dataset × engine."""
+    the repeats, scores the full (first) run's, and the time ratio to ptyopt on the same
+    dataset × engine: the median over the repeats of the ratio of the two s_per_iter
+    within a repeat (runs adjacent in time, so that a machine whose speed drifts between
+    repeats does not skew it)."""
     groups: dict[tuple[str, str, str], list[Run]] = {}
     for run in runs:
         groups.setdefault((run.case.dataset, run.case.plan.engine, run.package), []).append(run)
@@ -225,10 +227,22 @@ def table(runs: Sequence[Run]) -> pd.DataFrame:
             }
         )
     frame = pd.DataFrame(rows)
-    ours = frame[frame.package == "ptyopt"].set_index(["dataset", "engine"]).s_per_iter
+    ours = {
+        (run.case.dataset, run.case.plan.engine, run.repeat): run.result.s_per_iter
+        for run in runs
+        if run.package == "ptyopt"
+    }
+
+    def paired_ratio(dataset: str, engine: str, package: str) -> float:
+        ratios = [
+            run.result.s_per_iter / ours[dataset, engine, run.repeat]
+            for run in groups[dataset, engine, package]
+            if (dataset, engine, run.repeat) in ours
+        ]
+        return statistics.median(ratios) if ratios else float("nan")
+
     frame["time_ratio_to_ptyopt"] = [
-        row.s_per_iter / ours.get((row.dataset, row.engine), float("nan"))
-        for row in frame.itertuples()
+        paired_ratio(row.dataset, row.engine, row.package) for row in frame.itertuples()
     ]
     frame["measured"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     columns = [*COLUMNS, "repeats", "measured"]
@@ -366,8 +380,10 @@ def _method_lines(
         "against the ground truth's over the scanned field of view, after gauge removal",
         "and registration (`ptyopt.metrics.score_object`, as every ptyopt report),",
         "of the full run; time_ratio_to_ptyopt: s_per_iter over ptyopt's for the same",
-        "dataset × engine (> 1: the peer is slower). Each run is a fresh process; within a",
-        "repeat the packages alternate (ptyopt, peer, …) case by case. measured: when",
+        "dataset × engine (> 1: the peer is slower), the median over the repeats of the",
+        "ratio within each repeat (the two runs adjacent in time). Each run is a fresh",
+        "process; within a repeat the packages alternate (ptyopt, peer, …) case by case.",
+        "measured: when",
         "the row's run wrote it (UTC); with `--merge`, rows of earlier runs are kept for",
         "what a run does not measure, each with the time ratio of its own run.",
         "`convergence.png`: NRMSE of the object saved every",
