@@ -1,17 +1,19 @@
 """A group's positions split into chunks that run concurrently on a multi-core CPU.
 
-XLA's CPU runtime runs each FFT of a batch on one core (DUCC's threading does not pay at
-64–256 px) but runs independent operations side by side (its thunk executor starts every
+XLA's CPU runtime runs each FFT of a batch on one core (at 64 px a chain of FFTs ran no
+faster on 2 cores than pinned to 1, and in 0.6× the time split into two independent
+halves) but runs independent operations side by side (its thunk executor starts every
 operation whose inputs are ready). The per-position chain of an iteration — the
-multislice forward pass, the far field, the wave updates and their back-propagation —
-is independent between positions, so :func:`over_chunks` writes it out once per chunk of
-positions: separate operations that the cores take up in parallel, joined only where
-the engine sums over the group. The gradient engine chunks its data loss (autodiff then
+multislice forward pass, the far field, the wave updates and their back-propagation — is
+independent between positions, so :func:`over_chunks` writes it out once per chunk of
+positions: separate operations that the cores take up in parallel, joined only where the
+engine sums over the group. The gradient engine chunks its data loss (autodiff then
 chunks the backward pass too), ePIE its whole per-position update, every engine's
 position correction its loss. On ``thick10`` (10 slices, groups of 64, 2 cores) an
-iteration took 0.70–0.82× (gradient) and 0.79–0.88× (ePIE) the time of one chunk
-(interleaved, 2026-12-03). LSQML is not chunked: its per-slice step fits need the whole
-group, and concatenating the chunks' per-slice waves for them made it 1.1–1.2× slower.
+iteration took 0.65–0.83× (gradient, 6 interleaved pairs) and 0.71–0.88× (ePIE, 5 pairs)
+the time of one chunk (2026-12-03). LSQML is not chunked: its per-slice step fits need
+the whole group, and concatenating the chunks' per-slice waves for them made it 1.1–1.2×
+slower.
 The results are the same up to the order of floating-point sums.
 """
 
@@ -22,6 +24,8 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+
+from ptyopt import model
 
 MIN_CHUNK = 4
 """The fewest positions a chunk is given (smaller ones cost more in overhead than the
@@ -61,3 +65,27 @@ def over_chunks(
         sum(parts[1:], parts[0]) if axis is None else jnp.concatenate(parts, axis=axis)
         for axis, parts in zip(out_axes, zip(*results, strict=True), strict=True)
     )
+
+
+def summed_group_loss(
+    obj: jnp.ndarray,
+    probe: jnp.ndarray,
+    group_positions: jnp.ndarray,
+    weights: jnp.ndarray,
+    measured: jnp.ndarray,
+    propagators: jnp.ndarray,
+    detector_ramp: jnp.ndarray,
+    loss: Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray],
+    epsilon: jnp.ndarray,
+) -> jnp.ndarray:
+    """Σ_j w_j·loss_j [counts] of a group's positions (G, 2) with weights (G,) and
+    measured patterns (G, N, N), the model's far fields computed chunk by chunk;
+    ``loss(intensity, measured, epsilon)`` is the noise model's per-position loss."""
+
+    def chunk_loss(chunk_positions, chunk_weights, chunk_measured):
+        intensity = model.far_field_intensities(
+            obj, probe, chunk_positions, propagators, detector_ramp
+        )
+        return (jnp.sum(chunk_weights * loss(intensity, chunk_measured, epsilon)),)
+
+    return over_chunks(chunk_loss, (group_positions, weights, measured), (None,))[0]

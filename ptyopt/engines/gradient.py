@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from ptyopt import model
-from ptyopt.engines.chunks import over_chunks
+from ptyopt.engines.chunks import summed_group_loss
 from ptyopt.engines.common import Step, base_schedules, hyperparameters
 from ptyopt.grouping import Groups
 from ptyopt.initial import Measurements, ReconState
@@ -115,14 +115,17 @@ def gradient_iteration(
         idx, w = group
 
         def loss_fn(obj, probe, positions):
-            def weighted_loss(chunk_idx, chunk_w):
-                intensity = model.far_field_intensities(
-                    obj, probe, positions[chunk_idx], propagators, detector_ramp
-                )
-                losses = noise.loss(intensity, patterns[chunk_idx], hyper["epsilon"])
-                return (jnp.sum(chunk_w * losses),)
-
-            (summed,) = over_chunks(weighted_loss, (idx, w), (None,))
+            summed = summed_group_loss(
+                obj,
+                probe,
+                positions[idx],
+                w,
+                patterns[idx],
+                propagators,
+                detector_ramp,
+                noise.loss,
+                hyper["epsilon"],
+            )
             data = summed / jnp.sum(w)
             cost = sum(
                 hyper[f"weight_{name}"] * REGULARIZERS[name](obj, probe)

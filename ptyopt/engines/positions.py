@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from ptyopt import model
-from ptyopt.engines.chunks import over_chunks
+from ptyopt.engines.chunks import summed_group_loss
 
 
 def corrected_positions(
@@ -34,14 +34,18 @@ def corrected_positions(
     epsilon, step_px = hyper["epsilon"], hyper["position_step"]
     max_step_px, active = hyper["max_step_px"], hyper["positions_on"]
 
-    def weighted_loss(chunk_positions, chunk_weights, chunk_measured):
-        intensity = model.far_field_intensities(
-            obj, probe, chunk_positions, propagators, detector_ramp
-        )
-        return (jnp.sum(chunk_weights * loss(intensity, chunk_measured, epsilon)),)
-
     def group_loss(group_positions):
-        return over_chunks(weighted_loss, (group_positions, weights, measured), (None,))[0]
+        return summed_group_loss(
+            obj,
+            probe,
+            group_positions,
+            weights,
+            measured,
+            propagators,
+            detector_ramp,
+            loss,
+            epsilon,
+        )
 
     def correct():
         gradient = jax.grad(group_loss)(positions[indices])
