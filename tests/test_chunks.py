@@ -37,11 +37,12 @@ def test_over_chunks_concatenates_and_sums_uneven_chunks(monkeypatch):
 
 
 def test_chunk_count_follows_the_cores_and_the_group():
-    """One chunk per usable core, never below MIN_CHUNK positions per chunk."""
+    """CHUNKS_PER_CORE chunks per usable core, never below MIN_CHUNK positions per chunk."""
     cores = len(os.sched_getaffinity(0))
     assert chunks.chunk_count(1) == 1
     assert chunks.chunk_count(2 * chunks.MIN_CHUNK - 1) == 1
-    assert chunks.chunk_count(1000 * chunks.MIN_CHUNK) == cores
+    assert chunks.chunk_count(1000 * chunks.MIN_CHUNK) == chunks.CHUNKS_PER_CORE * cores
+    assert chunks.chunk_count(3 * chunks.MIN_CHUNK) == min(3, chunks.CHUNKS_PER_CORE * cores)
 
 
 ENGINES = {

@@ -174,7 +174,7 @@ def _best_seconds(call: Callable[[], object], repeats: int) -> float:
 def fft_seconds(pixels: int, batch: int, repeats: int = 7) -> float:
     """XLA's seconds per pixels×pixels complex64 transform [s]: a jitted fft2 then ifft2
     of a (batch, N, N) array, best of ``repeats``; the batch split into the concurrent
-    chunks the engines use (:mod:`ptyopt.engines.chunks`: one per core), since one XLA
+    chunks the engines use (:mod:`ptyopt.engines.chunks`: two per core), since one XLA
     FFT runs on one core."""
     import jax
     import jax.numpy as jnp

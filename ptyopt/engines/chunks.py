@@ -10,10 +10,20 @@ positions: separate operations that the cores take up in parallel, joined only w
 engine sums over the group. The gradient engine chunks its data loss (autodiff then
 chunks the backward pass too), ePIE its whole per-position update, every engine's
 position correction its loss. On ``thick10`` (10 slices, groups of 64, 2 cores) an
-iteration took 0.65–0.83× (gradient, 6 interleaved pairs) and 0.71–0.88× (ePIE, 5 pairs)
-the time of one chunk (2026-12-03). LSQML is not chunked: its per-slice step fits need
-the whole group, and concatenating the chunks' per-slice waves for them made it 1.1–1.2×
-slower.
+iteration in one chunk per core took 0.65–0.83× (gradient, 6 interleaved pairs) and
+0.71–0.88× (ePIE, 5 pairs) the time of one chunk (2026-12-03). Two chunks per core
+(:data:`CHUNKS_PER_CORE`) took 0.81–0.84× (gradient) and 0.79–0.91× (ePIE) the time of
+one per core (3 interleaved runs each), and at 128 px (16×16 positions, 6 slices)
+0.63–0.93× and 0.47–0.72× (3 and 2 runs). Four per core was no better: 0.77–1.07× the
+time of two per core for the gradient engine at 64 px, 0.96–1.8× in the other cases. On
+quickstart's shape (1 slice, groups of 32) two per core and one per core were alike
+(0.89–1.14×, 3 runs each engine).
+LSQML is not chunked (but for position correction):
+its per-slice step fits need group sums, and neither concatenating the chunks' per-slice
+waves for them (1.1–1.2× slower) nor keeping every chunk's waves apart and summing only
+the chunks' window sums and fit terms (median 1.05×, 0.91–1.11× in 4 interleaved pairs)
+paid. Unchunked, its unrolled slice loop already keeps both cores about as busy as the
+chunked gradient engine does (a trace: 1.29 against 1.20 operation-seconds per second).
 The results are the same up to the order of floating-point sums.
 """
 
@@ -31,14 +41,19 @@ MIN_CHUNK = 4
 """The fewest positions a chunk is given (smaller ones cost more in overhead than the
 parallelism gains)."""
 
+CHUNKS_PER_CORE = 2
+"""Chunks per usable core: with more independent chains than cores, a core whose chain
+waits (on a join, a window scatter) takes up another chain's next operation."""
+
 
 def chunk_count(positions: int) -> int:
-    """Chunks for a group of ``positions``: one per CPU core this process may use, each
-    of at least :data:`MIN_CHUNK` positions; 1 on an accelerator, whose FFTs are parallel
-    already, and for a group too small to split."""
+    """Chunks for a group of ``positions``: :data:`CHUNKS_PER_CORE` per CPU core this
+    process may use, each of at least :data:`MIN_CHUNK` positions; 1 on an accelerator,
+    whose FFTs are parallel already, and for a group too small to split."""
     if jax.default_backend() != "cpu":
         return 1
-    return max(1, min(len(os.sched_getaffinity(0)), positions // MIN_CHUNK))
+    cores = len(os.sched_getaffinity(0))
+    return max(1, min(CHUNKS_PER_CORE * cores, positions // MIN_CHUNK))
 
 
 def over_chunks(
