@@ -18,12 +18,13 @@ one per core (3 interleaved runs each), and at 128 px (16×16 positions, 6 slice
 time of two per core for the gradient engine at 64 px, 0.96–1.8× in the other cases. On
 quickstart's shape (1 slice, groups of 32) two per core and one per core were alike
 (0.89–1.14×, 3 runs each engine).
-LSQML is not chunked (but for position correction):
-its per-slice step fits need group sums, and neither concatenating the chunks' per-slice
-waves for them (1.1–1.2× slower) nor keeping every chunk's waves apart and summing only
-the chunks' window sums and fit terms (median 1.05×, 0.91–1.11× in 4 interleaved pairs)
-paid. Unchunked, its unrolled slice loop already keeps both cores about as busy as the
-chunked gradient engine does (a trace: 1.29 against 1.20 operation-seconds per second).
+
+LSQML chunks only its position correction: its per-slice step fits need group sums, and
+neither concatenating the chunks' per-slice waves for them (1.1–1.2× slower) nor keeping
+every chunk's waves apart and summing only the chunks' window sums and fit terms (median
+1.05×, 0.91–1.11× in 4 interleaved pairs) paid. Unchunked, its unrolled slice loop
+already keeps both cores about as busy as the chunked gradient engine does (a trace:
+1.29 against 1.20 operation-seconds per second).
 The results are the same up to the order of floating-point sums.
 """
 
