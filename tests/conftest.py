@@ -85,15 +85,19 @@ def small_dataset():
     return simulate_dataset(small_recipe(), progress=False)
 
 
-@pytest.fixture(scope="session")
-def thick_dataset():
+def thick_recipe():
     """SrTiO3 [001], 4 cells (15.6 Å) in 4 reconstruction slices, noise-free."""
-    recipe = small_recipe(
+    return small_recipe(
         structure={"name": "SrTiO3_001", "lateral_repeats": [3, 3], "thickness_A": 15.6},
         reconstruction_slices=4,
         poisson_noise=False,
     )
-    return simulate_dataset(recipe, progress=False)
+
+
+@pytest.fixture(scope="session")
+def thick_dataset():
+    """The :func:`thick_recipe` dataset."""
+    return simulate_dataset(thick_recipe(), progress=False)
 
 
 def model_patterns_from_ground_truth(

@@ -32,13 +32,9 @@ N_TRIALS = 3
 SIMULATE_AND_HASH = """
 import hashlib, sys
 sys.path.insert(0, sys.argv[1])
-from conftest import small_recipe
+from conftest import thick_recipe
 from ptyopt.data.simulate import simulate_dataset
-recipe = small_recipe(
-    structure={"name": "SrTiO3_001", "lateral_repeats": [3, 3], "thickness_A": 15.6},
-    reconstruction_slices=4, poisson_noise=False,
-)
-dataset = simulate_dataset(recipe, progress=False)
+dataset = simulate_dataset(thick_recipe(), progress=False)
 for array in (dataset.patterns, dataset.ground_truth.potential_V_A):
     print(hashlib.sha256(array.tobytes()).hexdigest())
 """
@@ -111,8 +107,8 @@ def test_same_config_and_seed_give_identical_trials(tmp_path: Path) -> None:
 
 
 def test_simulation_is_bit_identical_in_fresh_processes() -> None:
-    """Four fresh processes, two at a time, simulate the same 48 px, 4-slice recipe and
-    get the same patterns and ground truth, bit for bit (no cache involved)."""
+    """Four fresh processes, two at a time, simulate :func:`conftest.thick_recipe` (48 px,
+    4 slices) and get the same patterns and ground truth, bit for bit (no cache)."""
     tests = str(Path(__file__).parent)
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     hashes = []
