@@ -22,13 +22,31 @@ def test_synthetic_patterns_hold_the_dose_per_scan_step():
 
 def test_growth_exponents_recover_a_power_law():
     base = {"positions": 1024, "pixels": 128, "slices": 6, "modes": 1}
-    rows = [{"engine": "lsqml", "set": "scaling", **base, "s_per_iter": 2.0}]
+    rows = [{"engine": "lsqml", "device": "cpu", "set": "scaling", **base, "s_per_iter": 2.0}]
     for positions in (256, 4096):  # time ∝ positions
         rows.append({**rows[0], "positions": positions, "s_per_iter": 2.0 * positions / 1024})
     for pixels in (64, 256):  # time ∝ pixels^2.2
         rows.append({**rows[0], "pixels": pixels, "s_per_iter": 2.0 * (pixels / 128) ** 2.2})
     lines = scale.growth_lines(pd.DataFrame(rows))
-    assert lines[-1] == "| lsqml | 1.00 | 2.20 | – | – |"
+    assert lines[-1] == "| lsqml | cpu | 1.00 | 2.20 | – | – |"
+
+
+def test_stream_bandwidth_is_bytes_per_second_of_a_memory_pass():
+    # a 2-core machine's memory streams at some GB/s, no accelerator at tens of TB/s:
+    # bits, a reciprocal or a missing factor 2^20 would land far outside
+    bandwidth = scale.stream_bandwidth(megabytes=64, repeats=3)
+    assert 5e8 < bandwidth < 5e13
+
+
+def test_device_peak_memory_is_empty_on_the_cpu():
+    import jax
+
+    from ptyopt.benchmarks.engines import peak_device_MB
+
+    if jax.default_backend() == "cpu":  # RSS holds the CPU's memory
+        assert np.isnan(peak_device_MB())
+    else:
+        assert peak_device_MB() >= 0
 
 
 def test_compile_seconds_counts_compilation_not_execution():

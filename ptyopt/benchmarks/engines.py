@@ -12,7 +12,8 @@ reports spending on tracing, lowering and compiling (its ``/jax/core/compile/*``
 duration events, :func:`compile_seconds`) during the run, positions/s = positions /
 s_per_iter.
 rss_growth_MB is the peak RSS minus the RSS before the reconstruction started (JAX,
-abTEM and the data already loaded).
+abTEM and the data already loaded); on an accelerator, peak_device_MB is the most memory
+JAX's allocator held in use on it (empty on the CPU, where RSS holds it).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
 import argparse
 import itertools
 import json
+import math
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,12 +58,23 @@ DECIMALS = {
     "positions_per_s": 0,
     "peak_rss_MB": 0,
     "rss_growth_MB": 0,
+    "peak_device_MB": 0,
 }
 
 
 def _rss_MB() -> float:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_device_MB() -> float:
+    """The most memory JAX's allocator has held in use on the first device in this
+    process [MiB] (its ``peak_bytes_in_use``); NaN where the device does not report it
+    (the CPU)."""
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats.get("peak_bytes_in_use", math.nan) / 2**20
 
 
 @contextmanager
@@ -135,7 +148,8 @@ def time_iterations(
     (:class:`ptyopt.initial.Measurements`) for 1 + ``iterations`` iterations in this
     process. Returns compile_s (:func:`compile_seconds` of the whole run), s_per_iter (the
     median of the timed iterations) [s], positions_per_s, peak_rss_MB (the process's
-    maximum resident memory) and rss_growth_MB (its growth since the call) [MiB]."""
+    maximum resident memory), rss_growth_MB (its growth since the call) and
+    peak_device_MB (:func:`peak_device_MB`) [MiB]."""
     import jax
 
     rss_before = _rss_MB()
@@ -161,11 +175,17 @@ def time_iterations(
         "positions_per_s": len(measurements.geometry.positions_px) / per_iteration,
         "peak_rss_MB": peak,
         "rss_growth_MB": peak - rss_before,
+        "peak_device_MB": peak_device_MB(),
     }
 
 
-def run_cases(cases: Sequence[tuple[str, int, int, int]], iterations: int) -> pd.DataFrame:
-    """Each case in a fresh process; one row per case."""
+def run_cases(
+    cases: Sequence[tuple[str, int, int, int]],
+    iterations: int,
+    on_table: Callable[[pd.DataFrame], None] = lambda table: None,
+) -> pd.DataFrame:
+    """Each case in a fresh process; one row per case. ``on_table`` is given the rows so
+    far after every case (a run stopped part way keeps what it measured)."""
     rows = []
     for engine, group, slices, modes in cases:
         print(f"{engine} G={group} S={slices} M={modes} ...", end=" ", flush=True)
@@ -188,6 +208,7 @@ def run_cases(cases: Sequence[tuple[str, int, int, int]], iterations: int) -> pd
             )
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
         print(f"{rows[-1]['s_per_iter']:.3f} s/iter", flush=True)
+        on_table(pd.DataFrame(rows))
     return pd.DataFrame(rows)
 
 
@@ -217,13 +238,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         cases = list(itertools.product(args.engines, args.groups, args.slices, args.modes))
     started = time.perf_counter()
-    table = run_cases(cases, args.iterations)
     lines = [
         (
             "- dataset: `bench` (Si [110] 49.9 Å, 32×32 positions, 64 px detector binned by 2, "
             "1e5 e/Å²)"
         ),
-        f"- total run time: {time.perf_counter() - started:.0f} s",
+        "- total run time: {seconds:.0f} s so far",
         f"- regenerate: `{regenerate_command(__spec__.name, argv)}`",
         "",
         (
@@ -233,7 +253,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "(its compile duration events); positions_per_s = 1024 / s_per_iter; peak_rss_MB is the",
         "process's maximum resident memory, rss_growth_MB its growth during the reconstruction.",
     ]
-    write_report(args.output, "Engine benchmark", lines, table, DECIMALS)
+
+    def write(table: pd.DataFrame) -> None:
+        now = [*lines[:1], lines[1].format(seconds=time.perf_counter() - started), *lines[2:]]
+        write_report(args.output, "Engine benchmark", now, table, DECIMALS)
+
+    run_cases(cases, args.iterations, write)
 
 
 if __name__ == "__main__":

@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--modes", type=int, default=1)
     parser.add_argument("--group", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=3, help="timed iterations")
-    parser.add_argument("--out", default=str(paths.reports_dir() / "profile.md"))
+    parser.add_argument("--output", type=Path, default=paths.reports_dir() / "profile.md")
     args = parser.parse_args(argv)
 
     import jax
@@ -257,14 +257,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     measurements = measurements_from(load_or_simulate(args.dataset, progress=False))
     slices = args.slices or measurements.microscope.slices
     started, load = time.perf_counter(), os.getloadavg()[0]
-    rows = [
-        profile_engine(
-            measurements, args.dataset, engine, args.group, slices, args.modes, args.iterations
-        )
-        for engine in args.engines
-    ]
     lines = [
-        f"- this run: {time.perf_counter() - started:.0f} s, load average before it "
+        "- this run: {seconds:.0f} s so far, load average before it "
         f"{load:.1f} (other work on the machine: the times share it)",
         f"- regenerate: `{regenerate_command(__spec__.name, argv)}`",
         "",
@@ -276,9 +270,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         "time for those FFTs alone), scipy_fft_s [s] (scipy.fft's, all cores), "
         "s_per_iter [s], fft_fraction, other_s [s] = s_per_iter − fft_s.",
     ]
-    write_report(
-        Path(args.out), "Iteration profile", lines, pd.DataFrame(rows, columns=COLUMNS), DECIMALS
-    )
+    rows = []
+    for engine in args.engines:  # the report rewritten after each: a stopped run keeps it
+        rows.append(
+            profile_engine(
+                measurements, args.dataset, engine, args.group, slices, args.modes, args.iterations
+            )
+        )
+        table = pd.DataFrame(rows, columns=COLUMNS)
+        now = [lines[0].format(seconds=time.perf_counter() - started), *lines[1:]]
+        write_report(args.output, "Iteration profile", now, table, DECIMALS)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,19 @@ the machine's load (an ``of_bound`` above 1 means the rate was measured while th
 machine was busier than during the iteration). The exact FFT count of each engine's
 iteration, counted from its traced computation, and its FFT time measured beside the
 iteration: ``make bench-profile`` (``reports/profile.md``).
+
+``bandwidth_bound_s`` is the time the iteration's waves would take to move through the
+device's memory once per FFT: the same FFT count, each transform reading and writing
+its N² complex64 wave once (16·N² bytes; the element-wise passes around them and the
+object and pattern reads are left out, so it is a lower bound on the traffic), divided
+by the bandwidth a streaming pass reaches in this process (``y = x + 1`` over 256 MiB of
+float32, several times any cache, best of five, bytes read and written, measured after
+the iterations; :func:`stream_bandwidth`);
+``of_bandwidth`` = bandwidth_bound_s / s_per_iter (above 1 where a group's waves stay
+in cache between transforms: 64 × 128² complex64 is 8 MiB). ``peak_device_MB`` is the most
+memory JAX's allocator held on an accelerator (empty on the CPU, where ``peak_rss_MB``
+holds everything). The ``device`` column names the device JAX ran on; rows of another
+device are kept apart when tables are merged.
 """
 
 from __future__ import annotations
@@ -44,7 +57,7 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +77,9 @@ SLICE_A = 2.0
 DOSE_E_PER_A2 = 1.0e5
 GROUP = 64
 COLUMNS = ["engine", "positions", "pixels", "slices", "modes", "s_per_iter", "compile_s"]
-COLUMNS += ["peak_rss_MB", "device", "set", "patterns_MB", "fft_bound_s", "of_bound", "measured"]
-KEYS = ["engine", "positions", "pixels", "slices", "modes"]
+COLUMNS += ["peak_rss_MB", "device", "set", "patterns_MB", "fft_bound_s", "of_bound"]
+COLUMNS += ["peak_device_MB", "bandwidth_bound_s", "of_bandwidth", "measured"]
+KEYS = ["engine", "positions", "pixels", "slices", "modes", "device"]
 DECIMALS = {
     "s_per_iter": 3,
     "compile_s": 2,
@@ -73,6 +87,9 @@ DECIMALS = {
     "patterns_MB": 0,
     "fft_bound_s": 3,
     "of_bound": 3,
+    "peak_device_MB": 0,
+    "bandwidth_bound_s": 4,
+    "of_bandwidth": 3,
 }
 
 
@@ -179,6 +196,24 @@ def fft_rate_flops(pixels: int, batch: int = 64, repeats: int = 5) -> float:
     return 5 * points * math.log2(points) / fft_seconds(pixels, batch, repeats)
 
 
+def stream_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """The memory bandwidth [B/s] a streaming element-wise pass reaches on JAX's
+    default device in this process: ``y = x + 1`` over ``megabytes`` MiB of float32,
+    the best of ``repeats`` passes, counting the bytes read and written."""
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.zeros(megabytes * 2**20 // 4, jnp.float32)
+    step = jax.jit(lambda a: a + 1.0)
+    step(x).block_until_ready()
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step(x).block_until_ready()
+        seconds.append(time.perf_counter() - started)
+    return 2 * x.nbytes / min(seconds)
+
+
 def measure(case: Case, iterations: int) -> dict:
     """One case in this process (module docstring)."""
     import jax
@@ -187,9 +222,11 @@ def measure(case: Case, iterations: int) -> dict:
     rate = fft_rate_flops(case.pixels)
     measurements, patterns_MB = synthetic_measurements(case.side, case.pixels, case.slices)
     timed = time_iterations(measurements, case.engine, GROUP, case.slices, case.modes, iterations)
+    bandwidth = stream_bandwidth()  # after: its arrays are not the case's peak memory
     points = case.pixels**2
     ffts = 3 * 2 * case.slices * case.side**2 * case.modes
     bound = ffts * 5 * points * math.log2(points) / rate
+    bandwidth_bound = ffts * 16 * points / bandwidth
     return {
         "engine": case.engine,
         "positions": case.side**2,
@@ -204,13 +241,21 @@ def measure(case: Case, iterations: int) -> dict:
         "patterns_MB": patterns_MB,
         "fft_bound_s": bound,
         "of_bound": bound / timed["s_per_iter"],
+        "peak_device_MB": timed["peak_device_MB"],
+        "bandwidth_bound_s": bandwidth_bound,
+        "of_bandwidth": bandwidth_bound / timed["s_per_iter"],
         "measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
     }
 
 
-def run_cases(cases: Sequence[Case], iterations: dict[str, int]) -> pd.DataFrame:
+def run_cases(
+    cases: Sequence[Case],
+    iterations: dict[str, int],
+    on_table: Callable[[pd.DataFrame], None] = lambda table: None,
+) -> pd.DataFrame:
     """Each case in a fresh process, with ``iterations[case.set]`` timed iterations;
-    one row per case."""
+    one row per case. ``on_table`` is given the rows so far after every case (a run
+    stopped part way keeps what it measured)."""
     rows = []
     for case in cases:
         print(f"{case} ...", end=" ", flush=True)
@@ -221,17 +266,19 @@ def run_cases(cases: Sequence[Case], iterations: dict[str, int]) -> pd.DataFrame
             raise RuntimeError(f"case {case} failed:\n{result.stderr[-2000:]}")
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
         print(f"{rows[-1]['s_per_iter']:.3f} s/iter", flush=True)
+        on_table(pd.DataFrame(rows, columns=COLUMNS))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def growth_lines(table: pd.DataFrame) -> list[str]:
-    """Per engine and factor, the exponent p of s_per_iter ∝ factor^p between the
+    """Per engine, device and factor, the exponent p of s_per_iter ∝ factor^p between the
     factor's smallest and largest value in the scaling set (other factors at base)."""
     scaling = table[table["set"] == "scaling"]
     base = {"positions": BASE["side"] ** 2, **{k: v for k, v in BASE.items() if k != "side"}}
     lines = ["", "Growth of s_per_iter with each factor (exponent p in time ∝ factor^p):", ""]
-    lines += ["| engine | positions | pixels | slices | modes |", "|---|---|---|---|---|"]
-    for engine, rows in scaling.groupby("engine", sort=False):
+    lines += ["| engine | device | positions | pixels | slices | modes |"]
+    lines += ["|---|---|---|---|---|---|"]
+    for (engine, device), rows in scaling.groupby(["engine", "device"], sort=False):
         exponents = []
         for factor in base:
             others = [k for k in base if k != factor]
@@ -245,7 +292,7 @@ def growth_lines(table: pd.DataFrame) -> list[str]:
                 high[factor] / low[factor]
             )
             exponents.append(f"{p:.2f}")
-        lines.append(f"| {engine} | " + " | ".join(exponents) + " |")
+        lines.append(f"| {engine} | {device} | " + " | ".join(exponents) + " |")
     return lines
 
 
@@ -285,21 +332,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     if "large" in args.sets:
         cases += large_cases(args.engines, args.large)
     started = time.perf_counter()
-    table = run_cases(cases, {"scaling": args.iterations, "large": args.large_iterations})
     csv = args.output.with_suffix(".csv")
-    if args.merge and csv.exists():
-        kept = pd.read_csv(csv)
-        measured = kept[KEYS].apply(tuple, axis=1).isin(table[KEYS].apply(tuple, axis=1))
-        table = pd.concat([kept[~measured], table], ignore_index=True)
-    lines = [
-        f"- this run: {time.perf_counter() - started:.0f} s"
-        + (" (rows of earlier runs kept: see `measured`)" if args.merge else ""),
-        f"- regenerate: `{regenerate_command(__spec__.name, argv)}`",
-        "",
-        *__doc__.split("\n\n", 1)[1].splitlines(),
-        *growth_lines(table),
-    ]
-    write_report(args.output, "Scale benchmark", lines, table, DECIMALS)
+    kept = pd.read_csv(csv) if args.merge and csv.exists() else None
+
+    def write(table: pd.DataFrame) -> None:
+        if kept is not None:
+            measured = kept[KEYS].apply(tuple, axis=1).isin(table[KEYS].apply(tuple, axis=1))
+            table = pd.concat([kept[~measured], table], ignore_index=True)
+        lines = [
+            f"- this run: {time.perf_counter() - started:.0f} s"
+            + (" (rows of earlier runs kept: see `measured`)" if kept is not None else ""),
+            f"- regenerate: `{regenerate_command(__spec__.name, argv)}`",
+            "",
+            *__doc__.split("\n\n", 1)[1].splitlines(),
+            *growth_lines(table),
+        ]
+        write_report(args.output, "Scale benchmark", lines, table, DECIMALS)
+
+    run_cases(cases, {"scaling": args.iterations, "large": args.large_iterations}, write)
 
 
 if __name__ == "__main__":
