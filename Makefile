@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: run test bench-forward bench-engines bench-scale bench-profile bench-batched bench-peers \
+	bench-device \
 	peers-env peers-env-torch \
 	transfer clean-cache
 
@@ -38,6 +39,10 @@ bench-profile: $(STAMP)
 
 bench-batched: $(STAMP)
 	$(BIN)/python -m ptyopt.benchmarks.batched_trials
+
+bench-device: $(STAMP)
+	$(BIN)/python -m ptyopt.benchmarks.device_suite
+
 bench-peers: $(STAMP)
 	PTYOPT_PEERS_DIR=$(abspath $(PEERS_DIR)) $(BIN)/python -m ptyopt.benchmarks.peers
 

@@ -150,6 +150,8 @@ EXCLUDED: dict[str, str] = {
     "tests/test_profile_benchmark.py checks its FFT counts against the algebra",
     "python -m ptyopt.benchmarks.parity": "rewrites reports/peers/parity.md from the "
     "committed comparisons; tests/test_parity_report.py checks its table",
+    "make bench-device": "the benchmarks above on the device JAX sees, for many minutes "
+    "(reports/device_<kind>/); tests/test_device_suite.py checks its time limits",
     "make bench-batched": "a benchmark of many minutes: shipped studies run six times each "
     "(reports/batched_trials.md)",
     "make transfer": "a benchmark of minutes: two datasets simulated, a 40-trial study",
