@@ -96,9 +96,11 @@ class Windows(NamedTuple):
     shape: tuple[int, int]
 
     def scatter(self, values: jnp.ndarray) -> jnp.ndarray:
-        """Σ_j w_j·values_j (G, N, N) added at each window → (H, W)
-        (:func:`ptyopt.engines.windows.scatter_windows`)."""
-        return scatter_windows(values[None], self.corners, self.weights, self.shape)[0]
+        """Σ_j w_j·values[:, j] added at each window: values (L, G, N, N) → (L, H, W)
+        (:func:`ptyopt.engines.windows.scatter_windows`). One pass over the G windows
+        for all L images: on a GPU each window is a kernel launch, so the images a
+        step needs are scattered together."""
+        return scatter_windows(values, self.corners, self.weights, self.shape)
 
     def gather(self, image: jnp.ndarray) -> jnp.ndarray:
         """The windows (G, N, N) of an (H, W) image."""
@@ -142,17 +144,12 @@ def _lsq_steps(
 
 class ObjectDirection(NamedTuple):
     """ΔÔ (H, W) of one slice, the per-position illumination Σ_modes|ψ_j|² (G, N, N)
-    and its group sum on the object grid (H, W)."""
+    and its group sum on the object grid (H, W); each with a leading slice axis (S, …)
+    once the slices are stacked."""
 
     direction: jnp.ndarray
     illumination_per_position: jnp.ndarray
     illumination: jnp.ndarray
-
-    def update(self, alpha: jnp.ndarray, windows: Windows) -> jnp.ndarray:
-        """[Σ_j α_j |ψ_j|² / Σ_j |ψ_j|²]·ΔÔ (H, W): each pixel takes the steps of the
-        positions that illuminate it, weighted by their illumination."""
-        weighted = windows.scatter(alpha[:, None, None] * self.illumination_per_position)
-        return weighted / (self.illumination + _tiny(self.illumination)) * self.direction
 
 
 def _object_direction(
@@ -161,11 +158,21 @@ def _object_direction(
     """Illumination-normalised object direction of one slice from its exit-wave update
     χ and incident wave ψ (G, M, N, N)."""
     illumination_per_position = jnp.sum(jnp.abs(incident) ** 2, axis=1)
-    illumination = windows.scatter(illumination_per_position)
-    total = windows.scatter(jnp.sum(chi * jnp.conj(incident), axis=1))
+    total = jnp.sum(chi * jnp.conj(incident), axis=1)
+    # both sums in one pass over the windows, the complex one as its real and imaginary parts
+    sums = windows.scatter(jnp.stack([illumination_per_position, total.real, total.imag]))
+    illumination, total = sums[0], jax.lax.complex(sums[1], sums[2])
     return ObjectDirection(
         _normalised(total, illumination, reg), illumination_per_position, illumination
     )
+
+
+def _object_updates(found: ObjectDirection, alpha: jnp.ndarray, windows: Windows) -> jnp.ndarray:
+    """[Σ_j α_j |ψ_j|² / Σ_j |ψ_j|²]·ΔÔ (S, H, W) of every slice at once (found stacked
+    over slices, α (S, G)): each pixel takes the steps of the positions that illuminate
+    it, weighted by their illumination."""
+    weighted = windows.scatter(alpha[:, :, None, None] * found.illumination_per_position)
+    return weighted / (found.illumination + _tiny(found.illumination)) * found.direction
 
 
 def _probe_direction(
@@ -201,26 +208,26 @@ def _probe_terms(chi, transmission, remainders, windows: Windows, hyper):
 
 
 def _upper_slice_step(chi, slice_inputs, windows: Windows, hyper):
-    """One backward step through slice n > 0: its object update (H, W) and the exit-wave
-    update of slice n − 1 (G, M, N, N)."""
+    """One backward step through slice n > 0: the exit-wave update of slice n − 1
+    (G, M, N, N), and slice n's object direction and fitted steps α (G,) (applied after
+    the scan, all slices together: :func:`_object_updates`)."""
     transmission, incident, propagator = slice_inputs
     found = _object_direction(chi, incident, windows, hyper["illum_reg_object"])
     u = windows.gather(found.direction)[:, None] * incident
     alpha, _ = _lsq_steps(chi, u, jnp.zeros_like(u), windows)
     wave_update = chi * jnp.conj(transmission)[:, None]
     previous = jnp.fft.ifft2(jnp.fft.fft2(wave_update) * jnp.conj(propagator))
-    return previous, hyper["beta_object"] * found.update(alpha, windows)
+    return previous, (found, alpha)
 
 
 def _first_slice_step(chi, transmission, incident, remainders, windows: Windows, hyper):
-    """Object update (H, W) of the first slice and probe update (M, N, N), with the
-    jointly fitted steps."""
+    """The first slice's object direction and step α_O (G,), and the probe update
+    (M, N, N), with the jointly fitted steps."""
     found = _object_direction(chi, incident, windows, hyper["illum_reg_object"])
     d_probe, v = _probe_terms(chi, transmission, remainders, windows, hyper)
     u = windows.gather(found.direction)[:, None] * incident
     alpha_object, alpha_probe = _lsq_steps(chi, u, v, windows)
-    object_update = hyper["beta_object"] * found.update(alpha_object, windows)
-    return object_update, hyper["beta_probe"] * windows.mean(alpha_probe) * d_probe
+    return found, alpha_object, hyper["beta_probe"] * windows.mean(alpha_probe) * d_probe
 
 
 def _group_update(
@@ -249,18 +256,20 @@ def _group_update(
     chi = noise.wavefront_update(forward.far_field, intensity, measured, hyper["epsilon"])
     chi = jnp.fft.ifft2(chi, norm="ortho") * jnp.conj(detector_ramp)  # back to the exit plane
 
-    first_chi, upper_updates = jax.lax.scan(
+    first_chi, (upper_found, upper_alpha) = jax.lax.scan(
         lambda c, xs: _upper_slice_step(c, xs, windows, hyper),
         chi,
         (transmissions[1:], incidents[1:], propagators),
         reverse=True,
         unroll=model.UNROLL_SLICES,
     )
-    first_update, probe_update = _first_slice_step(
+    first_found, first_alpha, probe_update = _first_slice_step(
         first_chi, transmissions[0], incidents[0], remainders, windows, hyper
     )
+    found = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first_found, upper_found)
+    alpha = jnp.concatenate([first_alpha[None], upper_alpha])
     # β_O/S: every slice's step was fitted to the whole χ (see the module docstring).
-    object_update = jnp.concatenate([first_update[None], upper_updates]) / obj.shape[0]
+    object_update = hyper["beta_object"] * _object_updates(found, alpha, windows) / obj.shape[0]
     obj = obj + object_update.astype(obj.dtype)
     return (
         obj,
