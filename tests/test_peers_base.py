@@ -80,6 +80,20 @@ def test_peak_rss_is_the_worker_own_not_its_parents():
     assert ballast.sum() > 0 and child < 200
 
 
+def test_reset_peak_rss_forgets_what_was_freed_before_it():
+    """The peak after a reset is what the process holds from then on, not a freed
+    array's: the engine benchmarks' peaks are their reconstructions', not the data's."""
+    ballast = np.ones(50_000_000)  # 400 MB, freed before the reset
+    assert ballast.sum() > 0
+    with_ballast = exchange.peak_rss_MB()
+    del ballast
+    if not exchange.reset_peak_rss():
+        pytest.skip("this kernel cannot reset the peak (/proc/self/clear_refs)")
+    assert exchange.peak_rss_MB() < with_ballast - 300
+    kept = np.ones(25_000_000)  # 200 MB after the reset: counted
+    assert kept.sum() > 0 and exchange.peak_rss_MB() > with_ballast - 400 + 150
+
+
 def test_a_peer_that_is_installed_but_does_not_import_is_unavailable(monkeypatch, tmp_path):
     python = tmp_path / "brokenpeer" / "bin" / "python"
     python.parent.mkdir(parents=True)

@@ -18,6 +18,10 @@ def test_synthetic_patterns_hold_the_dose_per_scan_step():
     assert measurements.patterns.shape == (25, 48, 48)
     assert megabytes == pytest.approx(25 * 48 * 48 * 4 / 2**20)
     assert measurements.microscope.slices == 3
+    # in the model's layout, zero frequency at [0, 0]: the bright-field disc (21.4 mrad,
+    # 11 px) there, the corners of the centred pattern (45 mrad) dark
+    bright, dark = counts.mean() / 48**2, np.asarray(measurements.patterns)[:, 24, 24].mean()
+    assert np.asarray(measurements.patterns)[:, 0, 0].mean() > 2 * bright > 100 * dark
 
 
 def test_growth_exponents_recover_a_power_law():

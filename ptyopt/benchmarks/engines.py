@@ -38,7 +38,7 @@ import pandas as pd
 
 from ptyopt import paths
 from ptyopt.benchmarks.report import regenerate_command, write_report
-from ptyopt.peers.exchange import peak_rss_MB
+from ptyopt.peers.exchange import peak_rss_MB, reset_peak_rss
 
 ENGINE_DEFAULTS = {
     "gradient": {"object_solver": {"learning_rate": 0.02}},
@@ -148,10 +148,13 @@ def time_iterations(
     (:class:`ptyopt.initial.Measurements`) for 1 + ``iterations`` iterations in this
     process. Returns compile_s (:func:`compile_seconds` of the whole run), s_per_iter (the
     median of the timed iterations) [s], positions_per_s, peak_rss_MB (the process's
-    maximum resident memory), rss_growth_MB (its growth since the call) and
-    peak_device_MB (:func:`peak_device_MB`) [MiB]."""
+    maximum resident memory during the reconstruction, the measurements it holds
+    included: the peak is reset at the call, :func:`~ptyopt.peers.exchange.reset_peak_rss`,
+    where Linux allows), rss_growth_MB (its growth since the call) and peak_device_MB
+    (:func:`peak_device_MB`) [MiB]."""
     import jax
 
+    reset_peak_rss()  # what loading or making the data took and freed is not the engine's
     rss_before = _rss_MB()
     runner, state, grouper = engine_runner(
         measurements, engine, group, slices, modes, iterations + 1
@@ -251,7 +254,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             "compile_s = the seconds JAX reports tracing, lowering and compiling"
         ),
         "(its compile duration events); positions_per_s = 1024 / s_per_iter; peak_rss_MB is the",
-        "process's maximum resident memory, rss_growth_MB its growth during the reconstruction.",
+        "process's maximum resident memory during the reconstruction (the peak is reset as it",
+        "starts; rows measured before 2026-12-08 hold the whole process's, data loading",
+        "included), rss_growth_MB its growth during the reconstruction.",
     ]
 
     def write(table: pd.DataFrame) -> None:

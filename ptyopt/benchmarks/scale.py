@@ -143,9 +143,10 @@ def synthetic_measurements(side: int, pixels: int, slices: int, seed: int = 0):
     y, x = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
     positions_A = np.stack([y.ravel(), x.ravel()], axis=1) * STEP_A + 5.0
     optics = Optics(ENERGY_EV, SEMIANGLE_MRAD, {"C10": -DEFOCUS_A})
+    shape = (side * side, pixels, pixels)
     dataset = PtychoDataset(
         name=f"synthetic-{side}x{side}-{pixels}px-{slices}sl",
-        patterns=np.zeros((side * side, pixels, pixels), np.float32),
+        patterns=np.broadcast_to(np.float32(0), shape),  # the geometry's, no memory
         positions_A=positions_A,
         optics=optics,
         angular_sampling_mrad=PITCH_MRAD,
@@ -176,12 +177,15 @@ def synthetic_measurements(side: int, pixels: int, slices: int, seed: int = 0):
         window, dataset.pixel_size_A, ENERGY_EV, (SLICE_A,) * slices
     )
     forward = jax.jit(model.far_field_intensities)
-    patterns = np.empty_like(dataset.patterns)
+    # made and made noisy 256 patterns at a time, into one float32 array: the only
+    # full-size copies are this one and the measurements' (the case's peak memory is
+    # the reconstruction's, not the data making's)
+    noisy = np.empty(shape, np.float32)
     for start in range(0, len(positions_A), 256):
         group = jnp.asarray(geometry.positions_px[start : start + 256], jnp.float32)
-        intensity = forward(obj, probe[None], group, propagators)
-        patterns[start : start + 256] = np.fft.fftshift(np.asarray(intensity), axes=(-2, -1))
-    noisy = rng.poisson(np.maximum(patterns, 0)).astype(np.float32)
+        intensity = np.asarray(forward(obj, probe[None], group, propagators))
+        centred = np.fft.fftshift(np.maximum(intensity, 0), axes=(-2, -1))
+        noisy[start : start + 256] = rng.poisson(centred)
     measurements = measurements_from(PtychoDataset(**{**dataset.__dict__, "patterns": noisy}))
     return measurements, noisy.nbytes / 2**20
 

@@ -54,3 +54,16 @@ def peak_rss_MB() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Lower this process's peak resident memory (``VmHWM``) to what it holds now, so
+    that :func:`peak_rss_MB` then reports the peak of what follows (Linux ≥ 4.0: ``5``
+    written to ``/proc/self/clear_refs``). False where that cannot be done: the peak
+    then stays the whole process's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
