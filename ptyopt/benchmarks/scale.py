@@ -15,7 +15,24 @@ refined from the start; :func:`ptyopt.benchmarks.engines.time_iterations`).
 ``compile_s`` is the seconds JAX reports tracing, lowering and compiling
 (:func:`ptyopt.benchmarks.engines.compile_seconds`); rows measured before 2026-12-02
 20:30 UTC hold the first iteration's time minus the median instead, which the
-machine's load made noisy (even negative).
+machine's load made noisy (even negative). ``peak_rss_MB`` is the process's peak
+resident memory during the reconstruction, the patterns it holds included
+(:func:`ptyopt.benchmarks.engines.time_iterations` resets the peak as it starts); rows
+measured before 2026-12-08 hold the whole process's peak, the data making's copies
+included (PtyRAD's case: 6.8 GB there; its data making alone peaks at 2.9 GB, and
+ePIE's reconstruction at 2.7 GB).
+
+What limits the largest case: on the CPU, time, not memory. A case holds JAX's
+runtime and compiled code (about 0.6 GB), the patterns as float32 counts
+(``patterns_MB`` = positions × pixels² × 4 B, all resident: 0.4 GB for phaser's case,
+1 GB for PtyRAD's) and one group's working set, a small multiple of its waves
+(group × modes × slices × pixels² × 8 B: 0.6 GB for PtyRAD's case, whose ePIE
+reconstruction holds 1.1 GB above the data). Within 24 GiB that leaves room for about
+300,000 patterns of 128² px or 75,000 of 256², and a smaller group or more chunks
+shrink the working set; PtyRAD's case needs 10 minutes an iteration on 2 cores. The
+patterns are not streamed from the host by group: on the cards measured (an H200:
+``reports/device_nvidia_h200/``) phaser's case uses at most 1.3 GB of device memory and
+PtyRAD's 2.7 GB.
 
 Cases: the ``scaling`` set varies one factor at a time from a base of 32×32 positions,
 128 px, 6 slices, 1 mode; ``large`` holds phaser's published case (80×80 positions,
