@@ -122,15 +122,20 @@ def _normalised(total: jnp.ndarray, illumination: jnp.ndarray, reg: jnp.ndarray)
 
 
 def _lsq_steps(
-    chi: jnp.ndarray, u: jnp.ndarray, v: jnp.ndarray, windows: Windows
+    chi: jnp.ndarray, u: jnp.ndarray, v: jnp.ndarray | None, windows: Windows
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Per-position steps (α_O, α_P) (G,), each ≥ 0, of the regularised least-squares
-    fit χ_j ≈ α_O·u_j + α_P·v_j; all arrays (G, M, N, N)."""
+    fit χ_j ≈ α_O·u_j + α_P·v_j; all arrays (G, M, N, N). ``v`` None: no probe term
+    (v = 0, α_P = 0), without the passes over the waves its products would take."""
 
     def dot(a, b):
         return jnp.sum(jnp.real(jnp.conj(a) * b), axis=(1, 2, 3))
 
-    a11, a22, a12, b1, b2 = dot(u, u), dot(v, v), dot(u, v), dot(u, chi), dot(v, chi)
+    a11, b1 = dot(u, u), dot(u, chi)
+    if v is None:
+        a22 = a12 = b2 = jnp.zeros_like(a11)
+    else:
+        a22, a12, b2 = dot(v, v), dot(u, v), dot(v, chi)
     # Normalise by the group's scale first: counts² can be large, and the floor is relative.
     scale = windows.mean(a11) + windows.mean(a22) + _tiny(a11)
     a11 = (a11 + LSQ_TIKHONOV * windows.mean(a11)) / scale + LSQ_FLOOR
@@ -214,7 +219,7 @@ def _upper_slice_step(chi, slice_inputs, windows: Windows, hyper):
     transmission, incident, propagator = slice_inputs
     found = _object_direction(chi, incident, windows, hyper["illum_reg_object"])
     u = windows.gather(found.direction)[:, None] * incident
-    alpha, _ = _lsq_steps(chi, u, jnp.zeros_like(u), windows)
+    alpha, _ = _lsq_steps(chi, u, None, windows)
     wave_update = chi * jnp.conj(transmission)[:, None]
     previous = jnp.fft.ifft2(jnp.fft.fft2(wave_update) * jnp.conj(propagator))
     return previous, (found, alpha)
