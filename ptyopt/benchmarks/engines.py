@@ -255,8 +255,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ),
         "(its compile duration events); positions_per_s = 1024 / s_per_iter; peak_rss_MB is the",
         "process's maximum resident memory during the reconstruction (the peak is reset as it",
-        "starts; rows measured before 2026-12-08 hold the whole process's, data loading",
-        "included), rss_growth_MB its growth during the reconstruction.",
+        "starts, so the dataset's loading is not counted), rss_growth_MB its growth during it.",
     ]
 
     def write(table: pd.DataFrame) -> None:

@@ -29,7 +29,7 @@ runtime and compiled code (about 0.6 GB), the patterns as float32 counts
 (group × modes × slices × pixels² × 8 B: 0.6 GB for PtyRAD's case, whose ePIE
 reconstruction holds 1.1 GB above the data). Within 24 GiB that leaves room for about
 300,000 patterns of 128² px or 75,000 of 256², and a smaller group or more chunks
-shrink the working set; PtyRAD's case needs 10 minutes an iteration on 2 cores. The
+shrink the working set; PtyRAD's case needs 8 to 11 minutes an iteration on 2 cores. The
 patterns are not streamed from the host by group: on the cards measured (an H200:
 ``reports/device_nvidia_h200/``) phaser's case uses at most 1.3 GB of device memory and
 PtyRAD's 2.7 GB.
