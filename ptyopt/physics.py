@@ -199,13 +199,15 @@ def nyquist_angle_mrad(energy_eV: float, sampling_A: float) -> float:
 
 def fourier_shift_ramp(shifts_px: jnp.ndarray, shape: tuple[int, int]) -> jnp.ndarray:
     """Phase ramps exp(−2πi k·s) that shift an image by ``shifts_px`` (..., 2) pixels
-    (y, x) when multiplied onto its unshifted FFT. Returns (..., ny, nx) complex."""
+    (y, x) when multiplied onto its unshifted FFT. Returns (..., ny, nx) complex.
+
+    The ramp is separable, exp(−2πi k_y s_y)·exp(−2πi k_x s_x): ny + nx complex
+    exponentials per shift and one product per pixel, not ny·nx exponentials."""
     fy = jnp.fft.fftfreq(shape[0], dtype=shifts_px.dtype)
     fx = jnp.fft.fftfreq(shape[1], dtype=shifts_px.dtype)
-    phase = (
-        shifts_px[..., 0, None, None] * fy[:, None] + shifts_px[..., 1, None, None] * fx[None, :]
-    )
-    return jnp.exp(-2j * jnp.pi * phase)
+    ramp_y = jnp.exp(-2j * jnp.pi * shifts_px[..., 0, None] * fy)
+    ramp_x = jnp.exp(-2j * jnp.pi * shifts_px[..., 1, None] * fx)
+    return ramp_y[..., :, None] * ramp_x[..., None, :]
 
 
 def probe_radius_A(energy_eV: float, semiangle_mrad: float, defocus_A: float) -> float:
