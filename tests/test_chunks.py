@@ -57,7 +57,7 @@ ENGINES = {
 def test_engines_reconstruct_the_same_in_any_number_of_chunks(thick_dataset, monkeypatch, name):
     """Each engine, 3 iterations on 4 slices with 2 probe modes, groups of 11 (chunks of
     3–4 and an uneven last group with padding), probe refined and positions corrected
-    from the start (LSQML chunks only its position correction): 1 chunk and 3 chunks give
+    from the start: 1 chunk and 3 chunks give
     the same object, probe and positions to 1e-4 of their largest values (the chunks
     change the order of float32 sums, which Adam's normalised steps amplify: measured
     5e-5 for the gradient engine, the others closer)."""

@@ -163,14 +163,16 @@ def test_step_fit_recovers_the_steps_of_a_linear_model(monkeypatch):
     windows = lsqml.Windows(np.zeros((5, 2), np.int32), np.ones(5), (7, 9), (7, 9))
 
     monkeypatch.setattr(lsqml, "LSQ_TIKHONOV", 0.0)
-    alpha_object, alpha_probe = (np.asarray(a) for a in lsqml._lsq_steps(chi, u, v, windows))
+    steps = lsqml._lsq_steps(lsqml.fit_terms(chi, u, v), windows)
+    alpha_object, alpha_probe = (np.asarray(a) for a in steps)
     exact = [j for j in range(5) if j != 3]
     np.testing.assert_allclose(alpha_object[exact], c[exact], rtol=1e-4)
     np.testing.assert_allclose(alpha_probe[exact], d[exact], rtol=1e-4)
     assert alpha_object[3] == 0.0
 
     monkeypatch.setattr(lsqml, "LSQ_TIKHONOV", 0.3)
-    alpha_object, alpha_probe = (np.asarray(a) for a in lsqml._lsq_steps(chi, u, v, windows))
+    steps = lsqml._lsq_steps(lsqml.fit_terms(chi, u, v), windows)
+    alpha_object, alpha_probe = (np.asarray(a) for a in steps)
     norms_u = np.sum(np.abs(u) ** 2, axis=(1, 2, 3))
     norms_v = np.sum(np.abs(v) ** 2, axis=(1, 2, 3))
     for j in exact:

@@ -19,12 +19,17 @@ time of two per core for the gradient engine at 64 px, 0.96–1.8× in the other
 quickstart's shape (1 slice, groups of 32) two per core and one per core were alike
 (0.89–1.14×, 3 runs each engine).
 
-LSQML chunks only its position correction: its per-slice step fits need group sums, and
-neither concatenating the chunks' per-slice waves for them (1.1–1.2× slower) nor keeping
-every chunk's waves apart and summing only the chunks' window sums and fit terms (median
-1.05×, 0.91–1.11× in 4 interleaved pairs) paid. Unchunked, its unrolled slice loop
-already keeps both cores about as busy as the chunked gradient engine does (a trace:
-1.29 against 1.20 operation-seconds per second).
+LSQML chunks its forward pass, the back-propagation of its exit-wave updates, each
+slice's window sums (each chunk adds its windows in its own loop, and the chunks' images
+are summed), its step-fit terms and its probe direction; only what needs the whole group
+is computed once: the normalised directions, the 2×2 fits from the positions' terms (G,)
+and the group means. On ``thick10`` an iteration took 0.80–0.83× the time of one chunk
+with one probe mode and 0.79–0.93× with two (3 interleaved runs each, 2026-12-08), and
+compiles in about 10 s instead of 4. Unchunked, a trace showed its forward pass and probe
+terms as one chain of FFTs, on one core at a time. Two earlier tries (2026-12-03) did
+not pay: joining the chunks' waves for every slice's sums (1.1–1.2× slower), and keeping
+the chunks' waves apart with only their window sums and fit terms summed (median 1.05×,
+4 pairs); the present split also chunks the probe direction and its fit terms.
 The results are the same up to the order of floating-point sums.
 """
 

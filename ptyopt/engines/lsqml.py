@@ -59,7 +59,11 @@ NRMSE 0.086 at iteration 10, 0.101 at 40, with the probe refined or fixed), much
 at β_O = 0.3 (0.083 at 30, 0.085 at 40).
 
 Every number (β, δ, ε, switches, position step) enters the compiled iteration as an
-array (``lax.scan`` over groups), so a study compiles it once per shape.
+array (``lax.scan`` over groups), so a study compiles it once per shape. On a multi-core
+CPU the per-position work runs in concurrent chunks of the group's positions
+(:mod:`ptyopt.engines.chunks`): the forward pass, the back-propagation of χ, each
+slice's window sums and fit terms and the probe direction; the normalised directions
+and the step fits (from the positions' terms) are the group's.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ import jax
 import jax.numpy as jnp
 
 from ptyopt import model
+from ptyopt.engines.chunks import over_chunks
 from ptyopt.engines.common import ConventionalRunner, ConventionalStructure
 from ptyopt.engines.positions import corrected_positions
 from ptyopt.engines.windows import scatter_windows
@@ -110,6 +115,16 @@ class Windows(NamedTuple):
         """Weighted mean over the group's real entries of per-position values (G,)."""
         return jnp.sum(self.weights * values) / jnp.maximum(jnp.sum(self.weights), 1.0)
 
+    def chunked(self, function, per_position, out_axes) -> tuple:
+        """:func:`~ptyopt.engines.chunks.over_chunks` of ``function(windows, *arrays)``:
+        each chunk gets these windows cut to its positions and its part of every array of
+        ``per_position`` (G, …)."""
+
+        def chunk(corners, weights, *arrays):
+            return function(self._replace(corners=corners, weights=weights), *arrays)
+
+        return over_chunks(chunk, (self.corners, self.weights, *per_position), out_axes)
+
 
 def _tiny(x: jnp.ndarray) -> jnp.ndarray:
     return jnp.finfo(x.dtype).tiny
@@ -121,21 +136,37 @@ def _normalised(total: jnp.ndarray, illumination: jnp.ndarray, reg: jnp.ndarray)
     return total / (illumination + reg * jnp.max(illumination) + _tiny(illumination))
 
 
-def _lsq_steps(
-    chi: jnp.ndarray, u: jnp.ndarray, v: jnp.ndarray | None, windows: Windows
-) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Per-position steps (α_O, α_P) (G,), each ≥ 0, of the regularised least-squares
-    fit χ_j ≈ α_O·u_j + α_P·v_j; all arrays (G, M, N, N). ``v`` None: no probe term
-    (v = 0, α_P = 0), without the passes over the waves its products would take."""
+class FitTerms(NamedTuple):
+    """The per-position terms (G,) of the 2×2 step fit: ⟨u,u⟩, Re⟨u,χ⟩ and, with a
+    probe term, ⟨v,v⟩, Re⟨u,v⟩, Re⟨v,χ⟩ (``None`` without: v = 0)."""
 
-    def dot(a, b):
-        return jnp.sum(jnp.real(jnp.conj(a) * b), axis=(1, 2, 3))
+    uu: jnp.ndarray
+    u_chi: jnp.ndarray
+    vv: jnp.ndarray | None = None
+    uv: jnp.ndarray | None = None
+    v_chi: jnp.ndarray | None = None
 
-    a11, b1 = dot(u, u), dot(u, chi)
+
+def _dot(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    """Re⟨a, b⟩ per position (G,) of (G, M, N, N) waves."""
+    return jnp.sum(jnp.real(jnp.conj(a) * b), axis=(1, 2, 3))
+
+
+def fit_terms(chi: jnp.ndarray, u: jnp.ndarray, v: jnp.ndarray | None = None) -> FitTerms:
+    """The :class:`FitTerms` of χ ≈ α_O·u + α_P·v, all arrays (G, M, N, N)."""
     if v is None:
+        return FitTerms(_dot(u, u), _dot(u, chi))
+    return FitTerms(_dot(u, u), _dot(u, chi), _dot(v, v), _dot(u, v), _dot(v, chi))
+
+
+def _lsq_steps(terms: FitTerms, windows: Windows) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Per-position steps (α_O, α_P) (G,), each ≥ 0, of the regularised least-squares
+    fit χ_j ≈ α_O·u_j + α_P·v_j from its :class:`FitTerms` (no probe term: α_P = 0)."""
+    a11, b1 = terms.uu, terms.u_chi
+    if terms.vv is None:
         a22 = a12 = b2 = jnp.zeros_like(a11)
     else:
-        a22, a12, b2 = dot(v, v), dot(u, v), dot(v, chi)
+        a22, a12, b2 = terms.vv, terms.uv, terms.v_chi
     # Normalise by the group's scale first: counts² can be large, and the floor is relative.
     scale = windows.mean(a11) + windows.mean(a22) + _tiny(a11)
     a11 = (a11 + LSQ_TIKHONOV * windows.mean(a11)) / scale + LSQ_FLOOR
@@ -162,10 +193,16 @@ def _object_direction(
 ) -> ObjectDirection:
     """Illumination-normalised object direction of one slice from its exit-wave update
     χ and incident wave ψ (G, M, N, N)."""
-    illumination_per_position = jnp.sum(jnp.abs(incident) ** 2, axis=1)
-    total = jnp.sum(chi * jnp.conj(incident), axis=1)
-    # both sums in one pass over the windows, the complex one as its real and imaginary parts
-    sums = windows.scatter(jnp.stack([illumination_per_position, total.real, total.imag]))
+
+    def chunk_sums(chunk: Windows, c, psi):
+        illumination_per_position = jnp.sum(jnp.abs(psi) ** 2, axis=1)
+        total = jnp.sum(c * jnp.conj(psi), axis=1)
+        # both sums in one pass over the windows, the complex one as its real and imaginary
+        # parts
+        stacked = jnp.stack([illumination_per_position, total.real, total.imag])
+        return chunk.scatter(stacked), illumination_per_position
+
+    sums, illumination_per_position = windows.chunked(chunk_sums, (chi, incident), (None, 0))
     illumination, total = sums[0], jax.lax.complex(sums[1], sums[2])
     return ObjectDirection(
         _normalised(total, illumination, reg), illumination_per_position, illumination
@@ -176,8 +213,28 @@ def _object_updates(found: ObjectDirection, alpha: jnp.ndarray, windows: Windows
     """[Σ_j α_j |ψ_j|² / Σ_j |ψ_j|²]·ΔÔ (S, H, W) of every slice at once (found stacked
     over slices, α (S, G)): each pixel takes the steps of the positions that illuminate
     it, weighted by their illumination."""
-    weighted = windows.scatter(alpha[:, :, None, None] * found.illumination_per_position)
+    per_position = jnp.moveaxis(alpha[:, :, None, None] * found.illumination_per_position, 1, 0)
+    (weighted,) = windows.chunked(
+        lambda chunk, values: (chunk.scatter(jnp.moveaxis(values, 0, 1)),),
+        (per_position,),
+        (None,),
+    )
     return weighted / (found.illumination + _tiny(found.illumination)) * found.direction
+
+
+def _object_wave(direction: jnp.ndarray, incident: jnp.ndarray, windows: Windows) -> jnp.ndarray:
+    """u_j = ΔÔ|_j·ψ_j (G, M, N, N): the change of the exit wave along ΔÔ (H, W)."""
+    return windows.gather(direction)[:, None] * incident
+
+
+def _object_fit_terms(chi, incident, direction, windows: Windows) -> FitTerms:
+    """The object-only :class:`FitTerms` of one slice, chunk by chunk."""
+    terms = windows.chunked(
+        lambda chunk, c, psi: fit_terms(c, _object_wave(direction, psi, chunk))[:2],
+        (chi, incident),
+        (0, 0),
+    )
+    return FitTerms(*terms)
 
 
 def _probe_direction(
@@ -189,25 +246,37 @@ def _probe_direction(
 ) -> jnp.ndarray:
     """Illumination-normalised probe direction ΔP̂ (M, N, N) from the first slice's
     exit-wave update χ (G, M, N, N) and transmission (G, N, N)."""
-    steepest = chi * jnp.conj(transmission)[:, None]
+
     # The incident probe was shifted by +r_j (model.shifted_probes): shift each position's
     # direction back by −r_j.
-    total = model.unshifted_sum(steepest, remainders, windows.weights)
+    def chunk_total(chunk: Windows, c, t, r):
+        return (model.unshifted_sum(c * jnp.conj(t)[:, None], r, chunk.weights),)
+
+    (total,) = windows.chunked(chunk_total, (chi, transmission, remainders), (None,))
     # Σ|O_j|² is left unshifted: a sub-pixel shift of a smooth weight changes little.
     illumination = jnp.einsum("g,gyx->yx", windows.weights, jnp.abs(transmission) ** 2)
     return _normalised(total, illumination, reg)
 
 
-def _probe_terms(chi, transmission, remainders, windows: Windows, hyper):
-    """ΔP̂ (M, N, N) and v_j = O_j·ΔP̂ shifted by r_j (G, M, N, N); both 0 while the probe
-    is not updated (a branch, so that object-only iterations skip the work)."""
+def _first_slice_terms(chi, transmission, incident, remainders, direction, windows, hyper):
+    """ΔP̂ (M, N, N) and the first slice's :class:`FitTerms`, with v_j = O_j·ΔP̂ shifted
+    by r_j; while the probe is not updated ΔP̂ = 0 and the terms are the object's alone
+    (a branch, so that object-only iterations skip the probe's work)."""
 
     def on():
         d_probe = _probe_direction(chi, transmission, remainders, windows, hyper["illum_reg_probe"])
-        return d_probe, transmission[:, None] * model.shifted_probes(d_probe, remainders)
+
+        def chunk_terms(chunk: Windows, c, t, psi, r):
+            v = t[:, None] * model.shifted_probes(d_probe, r)
+            return fit_terms(c, _object_wave(direction, psi, chunk), v)
+
+        terms = windows.chunked(chunk_terms, (chi, transmission, incident, remainders), (0,) * 5)
+        return d_probe, FitTerms(*terms)
 
     def off():
-        return jnp.zeros(chi.shape[1:], chi.dtype), jnp.zeros_like(chi)
+        terms = _object_fit_terms(chi, incident, direction, windows)
+        zero = jnp.zeros_like(terms.uu)
+        return jnp.zeros(chi.shape[1:], chi.dtype), FitTerms(*terms[:2], zero, zero, zero)
 
     return jax.lax.cond(hyper["probe_on"] > 0, on, off)
 
@@ -218,10 +287,12 @@ def _upper_slice_step(chi, slice_inputs, windows: Windows, hyper):
     the scan, all slices together: :func:`_object_updates`)."""
     transmission, incident, propagator = slice_inputs
     found = _object_direction(chi, incident, windows, hyper["illum_reg_object"])
-    u = windows.gather(found.direction)[:, None] * incident
-    alpha, _ = _lsq_steps(chi, u, None, windows)
-    wave_update = chi * jnp.conj(transmission)[:, None]
-    previous = jnp.fft.ifft2(jnp.fft.fft2(wave_update) * jnp.conj(propagator))
+    alpha, _ = _lsq_steps(_object_fit_terms(chi, incident, found.direction, windows), windows)
+
+    def back(c, t):
+        return (jnp.fft.ifft2(jnp.fft.fft2(c * jnp.conj(t)[:, None]) * jnp.conj(propagator)),)
+
+    (previous,) = over_chunks(back, (chi, transmission), (0,))
     return previous, (found, alpha)
 
 
@@ -229,9 +300,10 @@ def _first_slice_step(chi, transmission, incident, remainders, windows: Windows,
     """The first slice's object direction and step α_O (G,), and the probe update
     (M, N, N), with the jointly fitted steps."""
     found = _object_direction(chi, incident, windows, hyper["illum_reg_object"])
-    d_probe, v = _probe_terms(chi, transmission, remainders, windows, hyper)
-    u = windows.gather(found.direction)[:, None] * incident
-    alpha_object, alpha_probe = _lsq_steps(chi, u, v, windows)
+    d_probe, terms = _first_slice_terms(
+        chi, transmission, incident, remainders, found.direction, windows, hyper
+    )
+    alpha_object, alpha_probe = _lsq_steps(terms, windows)
     return found, alpha_object, hyper["beta_probe"] * windows.mean(alpha_probe) * d_probe
 
 
@@ -248,18 +320,28 @@ def _group_update(
 ):
     """New object and probe after one group's LSQML step, and the group's per-position
     losses (G,) before it."""
-    forward = model.group_forward(
-        obj, probe, group_positions, propagators, detector_ramp, keep_incident=True
+
+    def chunk_forward(chunk_positions, chunk_measured):
+        forward = model.group_forward(
+            obj, probe, chunk_positions, propagators, detector_ramp, keep_incident=True
+        )
+        chi = noise.wavefront_update(
+            forward.far_field, forward.intensity, chunk_measured, hyper["epsilon"]
+        )
+        chi = jnp.fft.ifft2(chi, norm="ortho") * jnp.conj(detector_ramp)  # to the exit plane
+        return (
+            forward.corners,
+            forward.remainders,
+            forward.transmissions,
+            forward.incidents,
+            forward.intensity,
+            chi,
+        )
+
+    corners, remainders, transmissions, incidents, intensity, chi = over_chunks(
+        chunk_forward, (group_positions, measured), (0, 0, 1, 1, 0, 0)
     )
-    transmissions, incidents, remainders, intensity = (
-        forward.transmissions,
-        forward.incidents,
-        forward.remainders,
-        forward.intensity,
-    )
-    windows = Windows(forward.corners, weights, probe.shape[-2:], obj.shape[-2:])
-    chi = noise.wavefront_update(forward.far_field, intensity, measured, hyper["epsilon"])
-    chi = jnp.fft.ifft2(chi, norm="ortho") * jnp.conj(detector_ramp)  # back to the exit plane
+    windows = Windows(corners, weights, probe.shape[-2:], obj.shape[-2:])
 
     first_chi, (upper_found, upper_alpha) = jax.lax.scan(
         lambda c, xs: _upper_slice_step(c, xs, windows, hyper),
