@@ -54,3 +54,28 @@ def test_epie_iteration_fft_count(slices, chunk_count, monkeypatch):
     measurements, _ = scale.synthetic_measurements(side=4, pixels=32, slices=slices)
     work = profile.iteration_work(measurements, "epie", group=8, slices=slices, modes=1)
     assert work.ffts == {(32, 32): 16 * 4 * slices + 2 * 2 * chunk_count}
+
+
+def test_every_row_takes_the_fastest_fft_time_of_its_window_and_batch():
+    """Two engines on the same case share the faster of their FFT measurements; another
+    window keeps its own; the derived columns follow from it."""
+
+    def row(engine, pixels, xla, scipy, s_per_iter=2.0):
+        return {
+            "engine": engine,
+            "pixels": pixels,
+            "group_size": 8,
+            "modes": 2,
+            "n_window_ffts": 100.0,
+            "xla_per_fft": xla,
+            "scipy_per_fft": scipy,
+            "s_per_iter": s_per_iter,
+        }
+
+    rows = profile.with_fft_times(
+        [row("epie", 64, 0.010, 0.004), row("lsqml", 64, 0.006, 0.005), row("epie", 32, 0.5, 0.1)]
+    )
+    assert [r["fft_s"] for r in rows] == pytest.approx([0.6, 0.6, 50.0])
+    assert [r["scipy_fft_s"] for r in rows] == pytest.approx([0.4, 0.4, 10.0])
+    assert rows[0]["fft_fraction"] == pytest.approx(0.3)
+    assert rows[1]["other_s"] == pytest.approx(1.4)
