@@ -27,9 +27,11 @@ runtime and compiled code (about 0.6 GB), the patterns as float32 counts
 (``patterns_MB`` = positions × pixels² × 4 B, all resident: 0.4 GB for phaser's case,
 1 GB for PtyRAD's) and one group's working set, a small multiple of its waves
 (group × modes × slices × pixels² × 8 B: 0.6 GB for PtyRAD's case, whose ePIE
-reconstruction holds 1.1 GB above the data). Within 24 GiB that leaves room for about
-300,000 patterns of 128² px or 75,000 of 256², and a smaller group or more chunks
-shrink the working set; PtyRAD's case needs 8 to 11 minutes an iteration on 2 cores. The
+reconstruction holds 1.1 GB above the data). LSQML, whose chunks run concurrently
+(:mod:`ptyopt.engines.chunks`), holds more at once: phaser's case peaks at 3.0 GB
+against the gradient engine's 2.1 (12-08). Within 24 GiB that leaves room for about
+300,000 patterns of 128² px or 75,000 of 256², and a smaller group shrinks the working
+set; PtyRAD's case needs 8 to 11 minutes an iteration on 2 cores. The
 patterns are not streamed from the host by group: on the cards measured (an H200:
 ``reports/device_nvidia_h200/``) phaser's case uses at most 1.3 GB of device memory and
 PtyRAD's 2.7 GB.
