@@ -197,8 +197,7 @@ def _object_direction(
     def chunk_sums(chunk: Windows, c, psi):
         illumination_per_position = jnp.sum(jnp.abs(psi) ** 2, axis=1)
         total = jnp.sum(c * jnp.conj(psi), axis=1)
-        # both sums in one pass over the windows, the complex one as its real and imaginary
-        # parts
+        # both sums in one pass over the windows (the complex one as real and imaginary)
         stacked = jnp.stack([illumination_per_position, total.real, total.imag])
         return chunk.scatter(stacked), illumination_per_position
 
@@ -276,7 +275,7 @@ def _first_slice_terms(chi, transmission, incident, remainders, direction, windo
     def off():
         terms = _object_fit_terms(chi, incident, direction, windows)
         zero = jnp.zeros_like(terms.uu)
-        return jnp.zeros(chi.shape[1:], chi.dtype), FitTerms(*terms[:2], zero, zero, zero)
+        return jnp.zeros(chi.shape[1:], chi.dtype), terms._replace(vv=zero, uv=zero, v_chi=zero)
 
     return jax.lax.cond(hyper["probe_on"] > 0, on, off)
 
